@@ -1,1 +1,67 @@
+//! The HTTP surface of the unified CRM API: models, handlers, router and the emitted
+//! OpenAPI document.
+//!
+//! This crate owns no storage and performs no I/O of its own: handlers validate input and
+//! call a [`CrmService`], which the server implements. The router and the OpenAPI document
+//! are built from the same `#[utoipa::path]` declarations, so a route cannot exist without
+//! being documented.
 
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod models;
+pub mod openapi;
+pub mod params;
+pub mod service;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::http::StatusCode;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::ApiError;
+pub use service::{AppState, CrmService};
+
+use handlers::{accounts, contacts, custom_field_definitions as cfd, lists};
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(contacts::list, contacts::create))
+        .routes(routes!(contacts::get, contacts::update, contacts::delete))
+        .routes(routes!(accounts::list, accounts::create))
+        .routes(routes!(accounts::get, accounts::update, accounts::delete))
+        .routes(routes!(lists::list, lists::create))
+        .routes(routes!(lists::get, lists::update))
+        .routes(routes!(lists::add_items))
+        .routes(routes!(lists::remove_item))
+        .routes(routes!(cfd::list, cfd::create))
+        .routes(routes!(cfd::get, cfd::update))
+}
+
+/// The OpenAPI document (3.1, as utoipa emits it) of every CRM operation.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::complete(api_router().split_for_parts().1)
+}
+
+/// The CRM router over `state`: every operation of the document, and contract-shaped
+/// errors for unknown routes and wrong methods.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = api_router().split_for_parts();
+    router
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

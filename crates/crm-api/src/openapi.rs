@@ -1,0 +1,126 @@
+//! The emitted OpenAPI document: the parts that are not declared on a handler.
+//!
+//! Routes, parameters, bodies and success responses come from the `#[utoipa::path]`
+//! declarations of the handlers. What every CRM operation shares is added here, once:
+//! the security schemes, and the twelve error responses of the contract, each a reusable
+//! response whose body is [`ErrorResponse`].
+
+use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+use crate::models::{ErrorResponse, ProviderError};
+
+/// The prefix of every path of the CRM contract.
+pub const CRM_PREFIX: &str = "/unified/crm/";
+
+/// The error responses every CRM operation declares: status, component name, description.
+pub const ERROR_RESPONSES: [(u16, &str, &str); 12] = [
+    (400, "BadRequest", "The request is malformed (bad JSON, a wrong parameter or a missing header)."),
+    (401, "Unauthorized", "No valid API key was sent."),
+    (403, "Forbidden", "The API key may not perform this request."),
+    (404, "NotFound", "The linked account or the record does not exist for this project."),
+    (408, "RequestTimeout", "The request took too long."),
+    (409, "Conflict", "The request conflicts with the current state of the record."),
+    (412, "PreconditionFailed", "A precondition of the request (such as `If-Match`) does not hold."),
+    (422, "UnprocessableEntity", "The body is well-formed but its values are not acceptable."),
+    (429, "TooManyRequests", "Too many requests; retry after the time given in `Retry-After`."),
+    (500, "InternalServerError", "The server failed to answer the request."),
+    (501, "NotImplemented", "The provider of the linked account does not support this request."),
+    (502, "BadGateway", "The provider of the linked account failed."),
+];
+
+const DESCRIPTION: &str = "One HTTP API for the contacts, accounts, lists and custom field definitions of every
+connected CRM. The API is wire-compatible with StackOne's unified CRM API: a program
+written for that API works unchanged when its base URL points at this server.
+
+**Authentication.** Send your API key either as the user name of HTTP Basic
+authentication with an empty password (`Authorization: Basic base64(API_KEY + \":\")`)
+or as a bearer token (`Authorization: Bearer API_KEY`).
+
+**Linked accounts.** Every operation acts on one linked account (one connected CRM of
+your project), named by the required `x-account-id` header.
+
+**Errors.** Every failure answers a JSON body with `statusCode`, `message` and
+`timestamp`, whatever the status.
+
+**Pagination.** List operations return at most `page_size` records (default 25, at
+most 100) and, while more remain, an opaque `next` cursor to pass back unchanged.
+";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Unified CRM API", version = "1.0.0", license(name = "Apache-2.0")),
+    servers((url = "http://127.0.0.1:8080", description = "A server started locally with `cargo run -p crm-server -- serve`")),
+    security(("basic" = []), ("bearer" = [])),
+    tags(
+        (name = "Contacts", description = "People in the connected CRM."),
+        (name = "Accounts", description = "Companies and organisations in the connected CRM."),
+        (name = "Lists", description = "Named lists of contacts or companies."),
+        (name = "Custom Field Definitions", description = "The custom fields a contact can carry, with their types and options."),
+    ),
+    components(schemas(ErrorResponse, ProviderError)),
+)]
+pub(crate) struct ApiDoc;
+
+/// Adds what every CRM operation shares to a document whose paths are already in place.
+pub(crate) fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    doc.info.description = Some(DESCRIPTION.to_owned());
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "basic",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Basic)
+                .description(Some("The API key as the user name and an empty password."))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("The API key as a bearer token."))
+                .build(),
+        ),
+    );
+    for (_, name, description) in ERROR_RESPONSES {
+        let response = ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                    .build(),
+            )
+            .build();
+        components.responses.insert(name.to_owned(), RefOr::T(response));
+    }
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with(CRM_PREFIX) {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.put,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            add_error_responses(operation);
+        }
+    }
+    doc
+}
+
+fn add_error_responses(operation: &mut Operation) {
+    for (status, name, _) in ERROR_RESPONSES {
+        operation
+            .responses
+            .responses
+            .insert(status.to_string(), RefOr::Ref(Ref::from_response_name(name)));
+    }
+}

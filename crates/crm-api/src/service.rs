@@ -1,0 +1,125 @@
+//! The service the handlers call: what an implementation (the server) provides.
+//!
+//! The API crate owns no storage. Everything it needs from the outside world — who the
+//! caller is, and the records of a linked account — goes through [`CrmService`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::ApiError;
+use crate::models::{
+    Account, Contact, CrmCreateAccountRequestDto, CrmCreateContactRequestDto,
+    CrmCreateCustomFieldDefinitionRequestDto, CrmCreateListRequestDto, CustomFieldDefinition,
+    JsonObject, List, RawResponse,
+};
+
+/// An API key as the caller sent it. Its `Debug` never prints the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(pub String);
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// The linked account a request acts on, once the caller has been authorised for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountScope {
+    pub project_id: String,
+    pub account_id: String,
+}
+
+/// Which page of a list to read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageRequest {
+    pub page_size: u32,
+    /// The opaque cursor returned as `next` by the previous page.
+    pub cursor: Option<String>,
+    pub updated_after: Option<DateTime<Utc>>,
+    /// Query parameters for the provider.
+    pub proxy: JsonObject,
+}
+
+/// What a read needs besides the record id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadRequest {
+    /// Query parameters for the provider.
+    pub proxy: JsonObject,
+}
+
+/// A write body: the typed model and the JSON object exactly as sent, so an update can
+/// tell a field that was sent as `null` from one that was not sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write<T> {
+    pub body: T,
+    pub sent: JsonObject,
+}
+
+/// A result with the provider calls made to produce it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served<T> {
+    pub data: T,
+    pub raw: Vec<RawResponse>,
+}
+
+/// A page of results with the provider calls made to produce it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    /// The cursor of the next page; `None` on the last page.
+    pub next: Option<String>,
+    pub raw: Vec<RawResponse>,
+}
+
+pub type ServiceResult<T> = Result<T, ApiError>;
+
+/// The operations behind the HTTP surface.
+///
+/// Every record operation takes the [`AccountScope`] returned by [`CrmService::authorize`];
+/// an implementation must never return or change a record outside that linked account.
+#[async_trait]
+pub trait CrmService: Send + Sync + 'static {
+    /// Checks the API key and that `account_id` names a linked account of the key's project.
+    /// An unknown or revoked key is 401; an account the project does not have is 404.
+    async fn authorize(&self, key: &ApiKey, account_id: &str) -> ServiceResult<AccountScope>;
+
+    async fn list_contacts(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<Contact>>;
+    async fn get_contact(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<Contact>>;
+    async fn create_contact(&self, scope: &AccountScope, write: Write<CrmCreateContactRequestDto>) -> ServiceResult<Served<Contact>>;
+    async fn update_contact(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateContactRequestDto>) -> ServiceResult<Served<Contact>>;
+    async fn delete_contact(&self, scope: &AccountScope, id: &str) -> ServiceResult<()>;
+
+    async fn list_accounts(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<Account>>;
+    async fn get_account(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<Account>>;
+    async fn create_account(&self, scope: &AccountScope, write: Write<CrmCreateAccountRequestDto>) -> ServiceResult<Served<Account>>;
+    async fn update_account(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateAccountRequestDto>) -> ServiceResult<Served<Account>>;
+    async fn delete_account(&self, scope: &AccountScope, id: &str) -> ServiceResult<()>;
+
+    async fn list_lists(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<List>>;
+    async fn get_list(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<List>>;
+    async fn create_list(&self, scope: &AccountScope, write: Write<CrmCreateListRequestDto>) -> ServiceResult<Served<List>>;
+    async fn update_list(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateListRequestDto>) -> ServiceResult<Served<List>>;
+    async fn add_list_items(&self, scope: &AccountScope, id: &str, item_ids: &[String]) -> ServiceResult<Served<List>>;
+    async fn remove_list_item(&self, scope: &AccountScope, id: &str, item_id: &str) -> ServiceResult<Served<List>>;
+
+    async fn list_contact_custom_field_definitions(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<CustomFieldDefinition>>;
+    async fn get_contact_custom_field_definition(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<CustomFieldDefinition>>;
+    async fn create_contact_custom_field_definition(&self, scope: &AccountScope, write: Write<CrmCreateCustomFieldDefinitionRequestDto>) -> ServiceResult<Served<CustomFieldDefinition>>;
+    async fn update_contact_custom_field_definition(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateCustomFieldDefinitionRequestDto>) -> ServiceResult<Served<CustomFieldDefinition>>;
+}
+
+/// The state every handler receives.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<dyn CrmService>,
+}
+
+impl AppState {
+    pub fn new(service: Arc<dyn CrmService>) -> Self {
+        Self { service }
+    }
+}
