@@ -1,1 +1,179 @@
-fn main() {}
+//! The `crm-server` binary: `serve` runs the API; `admin` manages projects, keys and
+//! linked accounts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crm_server::tenancy;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "crm-server", version, about = "The unified CRM API server")]
+struct Cli {
+    /// The SQLite database file (created if missing).
+    #[arg(long, env = "CRM_DATABASE", default_value = "crm.db", global = true)]
+    database: PathBuf,
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
+    #[arg(long, env = "CRM_LOG", default_value = "info", global = true)]
+    log_level: String,
+    /// Log format.
+    #[arg(long, env = "CRM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the API server.
+    Serve {
+        /// The address to listen on.
+        #[arg(long, env = "CRM_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The largest request body accepted, in bytes.
+        #[arg(long, env = "CRM_MAX_BODY_BYTES", default_value_t = crm_server::DEFAULT_MAX_BODY_BYTES)]
+        max_body_bytes: usize,
+    },
+    /// Manages projects, API keys and linked accounts.
+    Admin {
+        #[command(subcommand)]
+        command: Admin,
+    },
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Creates a project.
+    CreateProject {
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists the projects.
+    ListProjects,
+    /// Creates an API key for a project and prints it (the only time it is shown).
+    CreateKey {
+        #[arg(long)]
+        project: String,
+    },
+    /// Lists API keys (never their secrets).
+    ListKeys {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Revokes an API key by its id; it is refused from the next request on.
+    RevokeKey {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Links an account (a connected CRM) to a project.
+    CreateAccount {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = tenancy::LOCAL_PROVIDER)]
+        provider: String,
+    },
+    /// Lists linked accounts.
+    ListAccounts {
+        #[arg(long)]
+        project: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log_level)
+        .with_context(|| format!("bad --log-level {:?}", cli.log_level))?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let pool = crm_server::open_database(&cli.database)
+        .await
+        .with_context(|| format!("could not open the database {}", cli.database.display()))?;
+    match cli.command {
+        Command::Serve { listen, max_body_bytes } => serve(pool, listen, max_body_bytes).await,
+        Command::Admin { command } => admin(&pool, command).await,
+    }
+}
+
+async fn serve(pool: sqlx::SqlitePool, listen: SocketAddr, max_body_bytes: usize) -> anyhow::Result<()> {
+    if let Some(first) = crm_server::bootstrap_if_empty(&pool).await? {
+        println!(
+            "The database was empty, so a project, an API key and a linked account were created.\n\
+             Keep the key now: it is not shown again.\n\n\
+             \x20 project:        {}\n\
+             \x20 API key:        {}\n\
+             \x20 linked account: {}\n\n\
+             Try:\n\
+             \x20 curl -u '{}:' -H 'x-account-id: {}' http://{listen}/unified/crm/contacts\n",
+            first.project.id, first.key, first.account.id, first.key, first.account.id
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("could not listen on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    let settings = crm_server::HttpSettings { max_body_bytes };
+    crm_server::serve(listener, crm_server::app(pool, &settings), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn admin(pool: &sqlx::SqlitePool, command: Admin) -> anyhow::Result<()> {
+    match command {
+        Admin::CreateProject { name } => {
+            let p = tenancy::create_project(pool, &name).await?;
+            println!("{}", serde_json::to_string_pretty(&p)?);
+        }
+        Admin::ListProjects => println!("{}", serde_json::to_string_pretty(&tenancy::list_projects(pool).await?)?),
+        Admin::CreateKey { project } => {
+            let key = tenancy::create_key(pool, &project).await?;
+            println!("key id:  {}\nAPI key: {}\n(the key is not shown again)", key.info.id, key.key);
+        }
+        Admin::ListKeys { project } => {
+            println!("{}", serde_json::to_string_pretty(&tenancy::list_keys(pool, project.as_deref()).await?)?)
+        }
+        Admin::RevokeKey { key_id } => {
+            tenancy::revoke_key(pool, &key_id).await?;
+            println!("revoked {key_id}");
+        }
+        Admin::CreateAccount { project, name, provider } => {
+            let a = tenancy::create_linked_account(pool, &project, &provider, &name).await?;
+            println!("{}", serde_json::to_string_pretty(&a)?);
+        }
+        Admin::ListAccounts { project } => println!(
+            "{}",
+            serde_json::to_string_pretty(&tenancy::list_linked_accounts(pool, project.as_deref()).await?)?
+        ),
+    }
+    Ok(())
+}
