@@ -75,7 +75,11 @@ impl FromRequestParts<AppState> for AccountScope {
 }
 
 /// Reads the path parameter `name` of the matched route.
-async fn path_param<S: Send + Sync>(parts: &mut Parts, state: &S, name: &str) -> Result<String, ApiError> {
+async fn path_param<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    name: &str,
+) -> Result<String, ApiError> {
     let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
         .await
         .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
@@ -152,7 +156,10 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<Write<T>, ApiErro
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
     let Value::Object(sent) = value else {
-        return Err(ApiError::unprocessable("", "the request body must be a JSON object"));
+        return Err(ApiError::unprocessable(
+            "",
+            "the request body must be a JSON object",
+        ));
     };
     let body = serde_path_to_error::deserialize(&Value::Object(sent.clone())).map_err(
         |e: serde_path_to_error::Error<serde_json::Error>| {

@@ -15,8 +15,8 @@ pub mod params;
 pub mod service;
 
 use axum::Router;
-use axum::http::{Method, Uri};
 use axum::http::StatusCode;
+use axum::http::{Method, Uri};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -17,21 +17,62 @@ pub const CRM_PREFIX: &str = "/unified/crm/";
 
 /// The error responses every CRM operation declares: status, component name, description.
 pub const ERROR_RESPONSES: [(u16, &str, &str); 12] = [
-    (400, "BadRequest", "The request is malformed (bad JSON, a wrong parameter or a missing header)."),
+    (
+        400,
+        "BadRequest",
+        "The request is malformed (bad JSON, a wrong parameter or a missing header).",
+    ),
     (401, "Unauthorized", "No valid API key was sent."),
-    (403, "Forbidden", "The API key may not perform this request."),
-    (404, "NotFound", "The linked account or the record does not exist for this project."),
+    (
+        403,
+        "Forbidden",
+        "The API key may not perform this request.",
+    ),
+    (
+        404,
+        "NotFound",
+        "The linked account or the record does not exist for this project.",
+    ),
     (408, "RequestTimeout", "The request took too long."),
-    (409, "Conflict", "The request conflicts with the current state of the record."),
-    (412, "PreconditionFailed", "A precondition of the request (such as `If-Match`) does not hold."),
-    (422, "UnprocessableEntity", "The body is well-formed but its values are not acceptable."),
-    (429, "TooManyRequests", "Too many requests; retry after the time given in `Retry-After`."),
-    (500, "InternalServerError", "The server failed to answer the request."),
-    (501, "NotImplemented", "The provider of the linked account does not support this request."),
-    (502, "BadGateway", "The provider of the linked account failed."),
+    (
+        409,
+        "Conflict",
+        "The request conflicts with the current state of the record.",
+    ),
+    (
+        412,
+        "PreconditionFailed",
+        "A precondition of the request (such as `If-Match`) does not hold.",
+    ),
+    (
+        422,
+        "UnprocessableEntity",
+        "The body is well-formed but its values are not acceptable.",
+    ),
+    (
+        429,
+        "TooManyRequests",
+        "Too many requests; retry after the time given in `Retry-After`.",
+    ),
+    (
+        500,
+        "InternalServerError",
+        "The server failed to answer the request.",
+    ),
+    (
+        501,
+        "NotImplemented",
+        "The provider of the linked account does not support this request.",
+    ),
+    (
+        502,
+        "BadGateway",
+        "The provider of the linked account failed.",
+    ),
 ];
 
-const DESCRIPTION: &str = "One HTTP API for the contacts, accounts, lists and custom field definitions of every
+const DESCRIPTION: &str =
+    "One HTTP API for the contacts, accounts, lists and custom field definitions of every
 connected CRM. The API is wire-compatible with StackOne's unified CRM API: a program
 written for that API works unchanged when its base URL points at this server.
 
@@ -96,7 +137,9 @@ pub(crate) fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
                     .build(),
             )
             .build();
-        components.responses.insert(name.to_owned(), RefOr::T(response));
+        components
+            .responses
+            .insert(name.to_owned(), RefOr::T(response));
     }
     for (path, item) in doc.paths.paths.iter_mut() {
         if !path.starts_with(CRM_PREFIX) {
@@ -118,9 +161,9 @@ pub(crate) fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
 
 fn add_error_responses(operation: &mut Operation) {
     for (status, name, _) in ERROR_RESPONSES {
-        operation
-            .responses
-            .responses
-            .insert(status.to_string(), RefOr::Ref(Ref::from_response_name(name)));
+        operation.responses.responses.insert(
+            status.to_string(),
+            RefOr::Ref(Ref::from_response_name(name)),
+        );
     }
 }

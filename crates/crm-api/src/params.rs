@@ -125,10 +125,10 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
     match value {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(ApiError::bad_request(format!(
-            "{name} must be true or false, not {value:?}"
-        ))
-        .with("parameter", name)),
+        _ => Err(
+            ApiError::bad_request(format!("{name} must be true or false, not {value:?}"))
+                .with("parameter", name),
+        ),
     }
 }
 
@@ -165,7 +165,10 @@ fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
 #[allow(dead_code)]
 pub(crate) struct AccountHeader {
     /// The id of the linked account the call acts on.
-    #[param(rename = "x-account-id", example = "7b0c4a8e-6c3f-4d4e-9a57-1f0d2a3b4c5d")]
+    #[param(
+        rename = "x-account-id",
+        example = "7b0c4a8e-6c3f-4d4e-9a57-1f0d2a3b4c5d"
+    )]
     x_account_id: String,
 }
 
@@ -280,7 +283,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(q.cursor.as_deref(), Some("new"));
-        assert_eq!(q.updated_after.unwrap().to_rfc3339(), "2025-01-01T00:00:00+00:00");
+        assert_eq!(
+            q.updated_after.unwrap().to_rfc3339(),
+            "2025-01-01T00:00:00+00:00"
+        );
     }
 
     #[test]

@@ -87,29 +87,111 @@ pub trait CrmService: Send + Sync + 'static {
     /// An unknown or revoked key is 401; an account the project does not have is 404.
     async fn authorize(&self, key: &ApiKey, account_id: &str) -> ServiceResult<AccountScope>;
 
-    async fn list_contacts(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<Contact>>;
-    async fn get_contact(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<Contact>>;
-    async fn create_contact(&self, scope: &AccountScope, write: Write<CrmCreateContactRequestDto>) -> ServiceResult<Served<Contact>>;
-    async fn update_contact(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateContactRequestDto>) -> ServiceResult<Served<Contact>>;
+    async fn list_contacts(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<Contact>>;
+    async fn get_contact(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<Contact>>;
+    async fn create_contact(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Contact>>;
+    async fn update_contact(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Contact>>;
     async fn delete_contact(&self, scope: &AccountScope, id: &str) -> ServiceResult<()>;
 
-    async fn list_accounts(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<Account>>;
-    async fn get_account(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<Account>>;
-    async fn create_account(&self, scope: &AccountScope, write: Write<CrmCreateAccountRequestDto>) -> ServiceResult<Served<Account>>;
-    async fn update_account(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateAccountRequestDto>) -> ServiceResult<Served<Account>>;
+    async fn list_accounts(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<Account>>;
+    async fn get_account(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<Account>>;
+    async fn create_account(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateAccountRequestDto>,
+    ) -> ServiceResult<Served<Account>>;
+    async fn update_account(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateAccountRequestDto>,
+    ) -> ServiceResult<Served<Account>>;
     async fn delete_account(&self, scope: &AccountScope, id: &str) -> ServiceResult<()>;
 
-    async fn list_lists(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<List>>;
-    async fn get_list(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<List>>;
-    async fn create_list(&self, scope: &AccountScope, write: Write<CrmCreateListRequestDto>) -> ServiceResult<Served<List>>;
-    async fn update_list(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateListRequestDto>) -> ServiceResult<Served<List>>;
-    async fn add_list_items(&self, scope: &AccountScope, id: &str, item_ids: &[String]) -> ServiceResult<Served<List>>;
-    async fn remove_list_item(&self, scope: &AccountScope, id: &str, item_id: &str) -> ServiceResult<Served<List>>;
+    async fn list_lists(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<List>>;
+    async fn get_list(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<List>>;
+    async fn create_list(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateListRequestDto>,
+    ) -> ServiceResult<Served<List>>;
+    async fn update_list(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateListRequestDto>,
+    ) -> ServiceResult<Served<List>>;
+    async fn add_list_items(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        item_ids: &[String],
+    ) -> ServiceResult<Served<List>>;
+    async fn remove_list_item(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        item_id: &str,
+    ) -> ServiceResult<Served<List>>;
 
-    async fn list_contact_custom_field_definitions(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<CustomFieldDefinition>>;
-    async fn get_contact_custom_field_definition(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<CustomFieldDefinition>>;
-    async fn create_contact_custom_field_definition(&self, scope: &AccountScope, write: Write<CrmCreateCustomFieldDefinitionRequestDto>) -> ServiceResult<Served<CustomFieldDefinition>>;
-    async fn update_contact_custom_field_definition(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateCustomFieldDefinitionRequestDto>) -> ServiceResult<Served<CustomFieldDefinition>>;
+    async fn list_contact_custom_field_definitions(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<CustomFieldDefinition>>;
+    async fn get_contact_custom_field_definition(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<CustomFieldDefinition>>;
+    async fn create_contact_custom_field_definition(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
+    ) -> ServiceResult<Served<CustomFieldDefinition>>;
+    async fn update_contact_custom_field_definition(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
+    ) -> ServiceResult<Served<CustomFieldDefinition>>;
 }
 
 /// The state every handler receives.

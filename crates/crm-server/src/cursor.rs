@@ -20,8 +20,10 @@ impl Cursor {
     /// Decodes a cursor a caller sent back; anything this server did not issue is 400.
     pub fn decode(token: &str) -> Result<Self, ApiError> {
         let invalid = || {
-            ApiError::bad_request("invalid next cursor: pass back the `next` of the previous page unchanged")
-                .with("parameter", "next")
+            ApiError::bad_request(
+                "invalid next cursor: pass back the `next` of the previous page unchanged",
+            )
+            .with("parameter", "next")
         };
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?;
@@ -29,7 +31,11 @@ impl Cursor {
         if version != VERSION {
             return Err(invalid());
         }
-        let after_seq = seq.parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(invalid)?;
+        let after_seq = seq
+            .parse::<i64>()
+            .ok()
+            .filter(|s| *s >= 0)
+            .ok_or_else(invalid)?;
         Ok(Cursor { after_seq })
     }
 }
@@ -48,7 +54,14 @@ mod tests {
 
     #[test]
     fn rejects_what_it_did_not_issue() {
-        for bad in ["", "abc", "!!!", &URL_SAFE_NO_PAD.encode("c1:-5"), &URL_SAFE_NO_PAD.encode("c2:5"), &URL_SAFE_NO_PAD.encode("c1:x")] {
+        for bad in [
+            "",
+            "abc",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("c1:-5"),
+            &URL_SAFE_NO_PAD.encode("c2:5"),
+            &URL_SAFE_NO_PAD.encode("c1:x"),
+        ] {
             let err = Cursor::decode(bad).unwrap_err();
             assert_eq!(err.status, 400, "{bad}");
         }

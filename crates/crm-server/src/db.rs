@@ -29,7 +29,9 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
 
 /// The transaction every write runs in: `BEGIN IMMEDIATE` takes the write lock up front, so
 /// two writers queue on the busy timeout instead of failing to upgrade a read lock.
-pub async fn write_tx(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+pub async fn write_tx(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
     pool.begin_with("BEGIN IMMEDIATE").await
 }
 

@@ -65,7 +65,9 @@ pub struct Bootstrap {
 }
 
 /// On a database with no project, creates a project, an API key and a linked account.
-pub async fn bootstrap_if_empty(pool: &SqlitePool) -> Result<Option<Bootstrap>, tenancy::TenancyError> {
+pub async fn bootstrap_if_empty(
+    pool: &SqlitePool,
+) -> Result<Option<Bootstrap>, tenancy::TenancyError> {
     if !tenancy::list_projects(pool).await?.is_empty() {
         return Ok(None);
     }

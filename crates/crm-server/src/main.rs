@@ -88,7 +88,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("bad --log-level {:?}", cli.log_level))?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         logs.json().init();
     } else {
@@ -98,12 +100,19 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not open the database {}", cli.database.display()))?;
     match cli.command {
-        Command::Serve { listen, max_body_bytes } => serve(pool, listen, max_body_bytes).await,
+        Command::Serve {
+            listen,
+            max_body_bytes,
+        } => serve(pool, listen, max_body_bytes).await,
         Command::Admin { command } => admin(&pool, command).await,
     }
 }
 
-async fn serve(pool: sqlx::SqlitePool, listen: SocketAddr, max_body_bytes: usize) -> anyhow::Result<()> {
+async fn serve(
+    pool: sqlx::SqlitePool,
+    listen: SocketAddr,
+    max_body_bytes: usize,
+) -> anyhow::Result<()> {
     if let Some(first) = crm_server::bootstrap_if_empty(&pool).await? {
         println!(
             "The database was empty, so a project, an API key and a linked account were created.\n\
@@ -121,7 +130,12 @@ async fn serve(pool: sqlx::SqlitePool, listen: SocketAddr, max_body_bytes: usize
         .with_context(|| format!("could not listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     let settings = crm_server::HttpSettings { max_body_bytes };
-    crm_server::serve(listener, crm_server::app(pool, &settings), shutdown_signal()).await?;
+    crm_server::serve(
+        listener,
+        crm_server::app(pool, &settings),
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -154,25 +168,40 @@ async fn admin(pool: &sqlx::SqlitePool, command: Admin) -> anyhow::Result<()> {
             let p = tenancy::create_project(pool, &name).await?;
             println!("{}", serde_json::to_string_pretty(&p)?);
         }
-        Admin::ListProjects => println!("{}", serde_json::to_string_pretty(&tenancy::list_projects(pool).await?)?),
+        Admin::ListProjects => println!(
+            "{}",
+            serde_json::to_string_pretty(&tenancy::list_projects(pool).await?)?
+        ),
         Admin::CreateKey { project } => {
             let key = tenancy::create_key(pool, &project).await?;
-            println!("key id:  {}\nAPI key: {}\n(the key is not shown again)", key.info.id, key.key);
+            println!(
+                "key id:  {}\nAPI key: {}\n(the key is not shown again)",
+                key.info.id, key.key
+            );
         }
         Admin::ListKeys { project } => {
-            println!("{}", serde_json::to_string_pretty(&tenancy::list_keys(pool, project.as_deref()).await?)?)
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&tenancy::list_keys(pool, project.as_deref()).await?)?
+            )
         }
         Admin::RevokeKey { key_id } => {
             tenancy::revoke_key(pool, &key_id).await?;
             println!("revoked {key_id}");
         }
-        Admin::CreateAccount { project, name, provider } => {
+        Admin::CreateAccount {
+            project,
+            name,
+            provider,
+        } => {
             let a = tenancy::create_linked_account(pool, &project, &provider, &name).await?;
             println!("{}", serde_json::to_string_pretty(&a)?);
         }
         Admin::ListAccounts { project } => println!(
             "{}",
-            serde_json::to_string_pretty(&tenancy::list_linked_accounts(pool, project.as_deref()).await?)?
+            serde_json::to_string_pretty(
+                &tenancy::list_linked_accounts(pool, project.as_deref()).await?
+            )?
         ),
     }
     Ok(())

@@ -54,7 +54,10 @@ impl Resource for Contact {
 
     fn derive(record: &mut JsonObject) {
         // The local provider's ids are our ids.
-        for (field, remote) in [("deal_ids", "remote_deal_ids"), ("account_ids", "remote_account_ids")] {
+        for (field, remote) in [
+            ("deal_ids", "remote_deal_ids"),
+            ("account_ids", "remote_account_ids"),
+        ] {
             match record.get(field).cloned() {
                 Some(ids) => record.insert(remote.to_owned(), ids),
                 None => record.remove(remote),
@@ -105,8 +108,10 @@ impl Resource for CustomFieldDefinition {
         let definition: CustomFieldDefinition = typed(record)?;
         let options = definition.options.unwrap_or_default();
         let field_type = definition.field_type.and_then(|t| t.value);
-        if matches!(field_type, Some(CustomFieldType::SingleSelect | CustomFieldType::MultiSelect))
-            && options.is_empty()
+        if matches!(
+            field_type,
+            Some(CustomFieldType::SingleSelect | CustomFieldType::MultiSelect)
+        ) && options.is_empty()
         {
             return Err(ApiError::unprocessable(
                 "options",
@@ -128,7 +133,10 @@ impl Resource for CustomFieldDefinition {
 fn require_name(record: &JsonObject) -> Result<(), ApiError> {
     match record.get("name").and_then(Value::as_str) {
         Some(name) if !name.trim().is_empty() => Ok(()),
-        _ => Err(ApiError::unprocessable("name", "name is required and must not be empty")),
+        _ => Err(ApiError::unprocessable(
+            "name",
+            "name is required and must not be empty",
+        )),
     }
 }
 
@@ -140,12 +148,15 @@ fn typed<R: DeserializeOwned>(record: &JsonObject) -> Result<R, ApiError> {
 fn to_object<T: Serialize>(value: &T) -> Result<JsonObject, ApiError> {
     match serde_json::to_value(value) {
         Ok(Value::Object(o)) => Ok(o),
-        _ => Err(ApiError::internal("a record did not serialise to an object")),
+        _ => Err(ApiError::internal(
+            "a record did not serialise to an object",
+        )),
     }
 }
 
 fn parse_body(body: &str) -> Result<JsonObject, ApiError> {
-    serde_json::from_str(body).map_err(|e| ApiError::internal(format!("a stored record is corrupt: {e}")))
+    serde_json::from_str(body)
+        .map_err(|e| ApiError::internal(format!("a stored record is corrupt: {e}")))
 }
 
 /// Applies the fields that were sent: a value replaces, `null` clears. `passthrough` is
@@ -200,7 +211,11 @@ impl LocalCrm {
         Self { pool }
     }
 
-    async fn create<R: Resource, D>(&self, scope: &AccountScope, write: Write<D>) -> ServiceResult<Served<R>> {
+    async fn create<R: Resource, D>(
+        &self,
+        scope: &AccountScope,
+        write: Write<D>,
+    ) -> ServiceResult<Served<R>> {
         let now = Utc::now();
         let id = uuid::Uuid::new_v4().to_string();
         let mut record = JsonObject::new();
@@ -208,13 +223,23 @@ impl LocalCrm {
         R::defaults(&mut record);
         record.insert("id".into(), id.clone().into());
         record.insert("remote_id".into(), id.clone().into());
-        record.insert("created_at".into(), serde_json::to_value(now).unwrap_or_default());
-        record.insert("updated_at".into(), serde_json::to_value(now).unwrap_or_default());
+        record.insert(
+            "created_at".into(),
+            serde_json::to_value(now).unwrap_or_default(),
+        );
+        record.insert(
+            "updated_at".into(),
+            serde_json::to_value(now).unwrap_or_default(),
+        );
         R::derive(&mut record);
         R::check(&record)?;
         let data: R = typed(&record)?;
         let stored = to_object(&data)?;
-        let passthrough = write.sent.get("passthrough").filter(|p| !p.is_null()).map(Value::to_string);
+        let passthrough = write
+            .sent
+            .get("passthrough")
+            .filter(|p| !p.is_null())
+            .map(Value::to_string);
         let mut tx = write_tx(&self.pool).await.map_err(internal)?;
         sqlx::query(
             "INSERT INTO records (linked_account_id, kind, id, body, passthrough, created_at, updated_at)
@@ -231,11 +256,24 @@ impl LocalCrm {
         .await
         .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        let raw = raw("POST", format!("local://{}", R::KIND), Some(Value::Object(write.sent)), Some(Value::Object(stored)));
-        Ok(Served { data, raw: vec![raw] })
+        let raw = raw(
+            "POST",
+            format!("local://{}", R::KIND),
+            Some(Value::Object(write.sent)),
+            Some(Value::Object(stored)),
+        );
+        Ok(Served {
+            data,
+            raw: vec![raw],
+        })
     }
 
-    async fn update<R: Resource, D>(&self, scope: &AccountScope, id: &str, write: Write<D>) -> ServiceResult<Served<R>> {
+    async fn update<R: Resource, D>(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<D>,
+    ) -> ServiceResult<Served<R>> {
         let now = Utc::now();
         let mut tx = write_tx(&self.pool).await.map_err(internal)?;
         let row = sqlx::query("SELECT seq, body, passthrough FROM records WHERE linked_account_id = ? AND kind = ? AND id = ?")
@@ -249,7 +287,10 @@ impl LocalCrm {
         let seq: i64 = row.get("seq");
         let mut record = parse_body(row.get("body"))?;
         merge(&mut record, &write.sent);
-        record.insert("updated_at".into(), serde_json::to_value(now).unwrap_or_default());
+        record.insert(
+            "updated_at".into(),
+            serde_json::to_value(now).unwrap_or_default(),
+        );
         R::derive(&mut record);
         R::check(&record)?;
         let data: R = typed(&record)?;
@@ -268,19 +309,34 @@ impl LocalCrm {
             .await
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        let raw = raw("PATCH", format!("local://{}/{id}", R::KIND), Some(Value::Object(write.sent)), Some(Value::Object(stored)));
-        Ok(Served { data, raw: vec![raw] })
+        let raw = raw(
+            "PATCH",
+            format!("local://{}/{id}", R::KIND),
+            Some(Value::Object(write.sent)),
+            Some(Value::Object(stored)),
+        );
+        Ok(Served {
+            data,
+            raw: vec![raw],
+        })
     }
 
-    async fn get<R: Resource>(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<(i64, R)>> {
-        let row = sqlx::query("SELECT seq, body FROM records WHERE linked_account_id = ? AND kind = ? AND id = ?")
-            .bind(&scope.account_id)
-            .bind(R::KIND)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| not_found::<R>(id))?;
+    async fn get<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<(i64, R)>> {
+        let row = sqlx::query(
+            "SELECT seq, body FROM records WHERE linked_account_id = ? AND kind = ? AND id = ?",
+        )
+        .bind(&scope.account_id)
+        .bind(R::KIND)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| not_found::<R>(id))?;
         let record = parse_body(row.get("body"))?;
         let data: R = typed(&record)?;
         let url = with_proxy(format!("local://{}/{id}", R::KIND), &read.proxy);
@@ -290,7 +346,11 @@ impl LocalCrm {
         })
     }
 
-    async fn page<R: Resource>(&self, scope: &AccountScope, request: &PageRequest) -> ServiceResult<Page<(i64, R)>> {
+    async fn page<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        request: &PageRequest,
+    ) -> ServiceResult<Page<(i64, R)>> {
         let after = match &request.cursor {
             Some(token) => Cursor::decode(token)?.after_seq,
             None => 0,
@@ -317,8 +377,17 @@ impl LocalCrm {
             data.push((row.get::<i64, _>("seq"), typed(&record)?));
             bodies.push(Value::Object(record));
         }
-        let next = more.then(|| Cursor { after_seq: data.last().map_or(after, |(seq, _)| *seq) }.encode());
-        let mut url = format!("local://{}?limit={}&after={after}", R::KIND, request.page_size);
+        let next = more.then(|| {
+            Cursor {
+                after_seq: data.last().map_or(after, |(seq, _)| *seq),
+            }
+            .encode()
+        });
+        let mut url = format!(
+            "local://{}?limit={}&after={after}",
+            R::KIND,
+            request.page_size
+        );
         if let Some(t) = &updated_after {
             url.push_str(&format!("&updated_after={t}"));
         }
@@ -332,13 +401,14 @@ impl LocalCrm {
 
     async fn delete<R: Resource>(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
         let mut tx = write_tx(&self.pool).await.map_err(internal)?;
-        let deleted = sqlx::query("DELETE FROM records WHERE linked_account_id = ? AND kind = ? AND id = ?")
-            .bind(&scope.account_id)
-            .bind(R::KIND)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+        let deleted =
+            sqlx::query("DELETE FROM records WHERE linked_account_id = ? AND kind = ? AND id = ?")
+                .bind(&scope.account_id)
+                .bind(R::KIND)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
         if deleted.rows_affected() == 0 {
             return Err(not_found::<R>(id));
         }
@@ -357,7 +427,10 @@ impl LocalCrm {
     }
 
     /// The items of the list stored at `seq`, in the order they were added.
-    async fn items<'e, E: sqlx::SqliteExecutor<'e>>(executor: E, seq: i64) -> ServiceResult<Vec<ListItem>> {
+    async fn items<'e, E: sqlx::SqliteExecutor<'e>>(
+        executor: E,
+        seq: i64,
+    ) -> ServiceResult<Vec<ListItem>> {
         let rows = sqlx::query("SELECT item_id FROM list_items WHERE list_seq = ? ORDER BY added")
             .bind(seq)
             .fetch_all(executor)
@@ -367,7 +440,10 @@ impl LocalCrm {
             .into_iter()
             .map(|r| {
                 let id: String = r.get("item_id");
-                ListItem { id: Some(id.clone()), remote_id: Some(id) }
+                ListItem {
+                    id: Some(id.clone()),
+                    remote_id: Some(id),
+                }
             })
             .collect())
     }
@@ -391,7 +467,11 @@ impl LocalCrm {
     }
 
     /// Finds a list for a change to its items and marks it updated.
-    async fn touch_list(tx: &mut sqlx::SqliteConnection, scope: &AccountScope, id: &str) -> ServiceResult<(i64, List)> {
+    async fn touch_list(
+        tx: &mut sqlx::SqliteConnection,
+        scope: &AccountScope,
+        id: &str,
+    ) -> ServiceResult<(i64, List)> {
         let row = sqlx::query("SELECT seq, body FROM records WHERE linked_account_id = ? AND kind = 'lists' AND id = ?")
             .bind(&scope.account_id)
             .bind(id)
@@ -402,7 +482,10 @@ impl LocalCrm {
         let seq: i64 = row.get("seq");
         let mut record = parse_body(row.get("body"))?;
         let now = Utc::now();
-        record.insert("updated_at".into(), serde_json::to_value(now).unwrap_or_default());
+        record.insert(
+            "updated_at".into(),
+            serde_json::to_value(now).unwrap_or_default(),
+        );
         sqlx::query("UPDATE records SET body = ?, updated_at = ? WHERE seq = ?")
             .bind(Value::Object(record.clone()).to_string())
             .bind(timestamp(now))
@@ -415,7 +498,10 @@ impl LocalCrm {
 }
 
 fn strip_seq<T>(served: Served<(i64, T)>) -> Served<T> {
-    Served { data: served.data.1, raw: served.raw }
+    Served {
+        data: served.data.1,
+        raw: served.raw,
+    }
 }
 
 fn strip_seqs<T>(page: Page<(i64, T)>) -> Page<T> {
@@ -432,19 +518,37 @@ impl CrmService for LocalCrm {
         tenancy::authorize(&self.pool, key, account_id).await
     }
 
-    async fn list_contacts(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<Contact>> {
+    async fn list_contacts(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<Contact>> {
         self.page(scope, page).await.map(strip_seqs)
     }
 
-    async fn get_contact(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<Contact>> {
+    async fn get_contact(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<Contact>> {
         self.get(scope, id, read).await.map(strip_seq)
     }
 
-    async fn create_contact(&self, scope: &AccountScope, write: Write<CrmCreateContactRequestDto>) -> ServiceResult<Served<Contact>> {
+    async fn create_contact(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Contact>> {
         self.create(scope, write).await
     }
 
-    async fn update_contact(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateContactRequestDto>) -> ServiceResult<Served<Contact>> {
+    async fn update_contact(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Contact>> {
         self.update(scope, id, write).await
     }
 
@@ -452,19 +556,37 @@ impl CrmService for LocalCrm {
         self.delete::<Contact>(scope, id).await
     }
 
-    async fn list_accounts(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<Account>> {
+    async fn list_accounts(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<Account>> {
         self.page(scope, page).await.map(strip_seqs)
     }
 
-    async fn get_account(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<Account>> {
+    async fn get_account(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<Account>> {
         self.get(scope, id, read).await.map(strip_seq)
     }
 
-    async fn create_account(&self, scope: &AccountScope, write: Write<CrmCreateAccountRequestDto>) -> ServiceResult<Served<Account>> {
+    async fn create_account(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateAccountRequestDto>,
+    ) -> ServiceResult<Served<Account>> {
         self.create(scope, write).await
     }
 
-    async fn update_account(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateAccountRequestDto>) -> ServiceResult<Served<Account>> {
+    async fn update_account(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateAccountRequestDto>,
+    ) -> ServiceResult<Served<Account>> {
         self.update(scope, id, write).await
     }
 
@@ -472,44 +594,86 @@ impl CrmService for LocalCrm {
         self.delete::<Account>(scope, id).await
     }
 
-    async fn list_lists(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<List>> {
+    async fn list_lists(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<List>> {
         let lists = self.page::<List>(scope, page).await?;
         let mut data = Vec::with_capacity(lists.data.len());
         for entry in lists.data {
             data.push(self.with_items(entry).await?);
         }
-        Ok(Page { data, next: lists.next, raw: lists.raw })
+        Ok(Page {
+            data,
+            next: lists.next,
+            raw: lists.raw,
+        })
     }
 
-    async fn get_list(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<List>> {
+    async fn get_list(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<List>> {
         let served = self.get::<List>(scope, id, read).await?;
-        Ok(Served { data: self.with_items(served.data).await?, raw: served.raw })
+        Ok(Served {
+            data: self.with_items(served.data).await?,
+            raw: served.raw,
+        })
     }
 
-    async fn create_list(&self, scope: &AccountScope, write: Write<CrmCreateListRequestDto>) -> ServiceResult<Served<List>> {
+    async fn create_list(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateListRequestDto>,
+    ) -> ServiceResult<Served<List>> {
         let mut served: Served<List> = self.create(scope, write).await?;
         served.data.items = Some(Vec::new());
         Ok(served)
     }
 
-    async fn update_list(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateListRequestDto>) -> ServiceResult<Served<List>> {
+    async fn update_list(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateListRequestDto>,
+    ) -> ServiceResult<Served<List>> {
         if write.sent.contains_key("type") {
-            let current = self.get::<List>(scope, id, &ReadRequest::default()).await?.data;
+            let current = self
+                .get::<List>(scope, id, &ReadRequest::default())
+                .await?
+                .data;
             let items = Self::items(&self.pool, current.0).await?;
             let from = current.1.list_type.and_then(|t| t.value);
             let to = write.body.list_type.as_ref().and_then(|t| t.value);
             if !items.is_empty() && from != to {
-                return Err(ApiError::conflict("a list that has items cannot change its type"));
+                return Err(ApiError::conflict(
+                    "a list that has items cannot change its type",
+                ));
             }
         }
         let served: Served<List> = self.update(scope, id, write).await?;
-        let seq = self.get::<List>(scope, id, &ReadRequest::default()).await?.data.0;
+        let seq = self
+            .get::<List>(scope, id, &ReadRequest::default())
+            .await?
+            .data
+            .0;
         let mut data = served.data;
         data.items = Some(Self::items(&self.pool, seq).await?);
-        Ok(Served { data, raw: served.raw })
+        Ok(Served {
+            data,
+            raw: served.raw,
+        })
     }
 
-    async fn add_list_items(&self, scope: &AccountScope, id: &str, item_ids: &[String]) -> ServiceResult<Served<List>> {
+    async fn add_list_items(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        item_ids: &[String],
+    ) -> ServiceResult<Served<List>> {
         if item_ids.len() > MAX_ITEMS_PER_CALL {
             return Err(ApiError::unprocessable(
                 "item_ids",
@@ -562,11 +726,24 @@ impl CrmService for LocalCrm {
         let data = Self::list_in_tx(&mut tx, seq).await?;
         tx.commit().await.map_err(internal)?;
         let body = serde_json::json!({ "item_ids": item_ids });
-        let raw = raw("POST", format!("local://lists/{id}/items"), Some(body), Some(serde_json::to_value(&data.items).unwrap_or_default()));
-        Ok(Served { data, raw: vec![raw] })
+        let raw = raw(
+            "POST",
+            format!("local://lists/{id}/items"),
+            Some(body),
+            Some(serde_json::to_value(&data.items).unwrap_or_default()),
+        );
+        Ok(Served {
+            data,
+            raw: vec![raw],
+        })
     }
 
-    async fn remove_list_item(&self, scope: &AccountScope, id: &str, item_id: &str) -> ServiceResult<Served<List>> {
+    async fn remove_list_item(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        item_id: &str,
+    ) -> ServiceResult<Served<List>> {
         let mut tx = write_tx(&self.pool).await.map_err(internal)?;
         let (seq, _) = Self::touch_list(&mut tx, scope, id).await?;
         let removed = sqlx::query("DELETE FROM list_items WHERE list_seq = ? AND item_id = ?")
@@ -576,27 +753,55 @@ impl CrmService for LocalCrm {
             .await
             .map_err(internal)?;
         if removed.rows_affected() == 0 {
-            return Err(ApiError::not_found(format!("{item_id} is not on list {id}")));
+            return Err(ApiError::not_found(format!(
+                "{item_id} is not on list {id}"
+            )));
         }
         let data = Self::list_in_tx(&mut tx, seq).await?;
         tx.commit().await.map_err(internal)?;
-        let raw = raw("DELETE", format!("local://lists/{id}/items/{item_id}"), None, Some(serde_json::to_value(&data.items).unwrap_or_default()));
-        Ok(Served { data, raw: vec![raw] })
+        let raw = raw(
+            "DELETE",
+            format!("local://lists/{id}/items/{item_id}"),
+            None,
+            Some(serde_json::to_value(&data.items).unwrap_or_default()),
+        );
+        Ok(Served {
+            data,
+            raw: vec![raw],
+        })
     }
 
-    async fn list_contact_custom_field_definitions(&self, scope: &AccountScope, page: &PageRequest) -> ServiceResult<Page<CustomFieldDefinition>> {
+    async fn list_contact_custom_field_definitions(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<CustomFieldDefinition>> {
         self.page(scope, page).await.map(strip_seqs)
     }
 
-    async fn get_contact_custom_field_definition(&self, scope: &AccountScope, id: &str, read: &ReadRequest) -> ServiceResult<Served<CustomFieldDefinition>> {
+    async fn get_contact_custom_field_definition(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<CustomFieldDefinition>> {
         self.get(scope, id, read).await.map(strip_seq)
     }
 
-    async fn create_contact_custom_field_definition(&self, scope: &AccountScope, write: Write<CrmCreateCustomFieldDefinitionRequestDto>) -> ServiceResult<Served<CustomFieldDefinition>> {
+    async fn create_contact_custom_field_definition(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
+    ) -> ServiceResult<Served<CustomFieldDefinition>> {
         self.create(scope, write).await
     }
 
-    async fn update_contact_custom_field_definition(&self, scope: &AccountScope, id: &str, write: Write<CrmCreateCustomFieldDefinitionRequestDto>) -> ServiceResult<Served<CustomFieldDefinition>> {
+    async fn update_contact_custom_field_definition(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
+    ) -> ServiceResult<Served<CustomFieldDefinition>> {
         self.update(scope, id, write).await
     }
 }

@@ -131,20 +131,25 @@ pub async fn create_key(pool: &SqlitePool, project_id: &str) -> Result<NewKey, T
         created_at: timestamp(Utc::now()),
         revoked_at: None,
     };
-    sqlx::query("INSERT INTO api_keys (id, project_id, secret_hash, created_at) VALUES (?, ?, ?, ?)")
-        .bind(&info.id)
-        .bind(&info.project_id)
-        .bind(hash(&secret))
-        .bind(&info.created_at)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO api_keys (id, project_id, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&info.id)
+    .bind(&info.project_id)
+    .bind(hash(&secret))
+    .bind(&info.created_at)
+    .execute(pool)
+    .await?;
     Ok(NewKey {
         info,
         key: format!("crm_{id}_{secret}"),
     })
 }
 
-pub async fn list_keys(pool: &SqlitePool, project_id: Option<&str>) -> Result<Vec<KeyInfo>, TenancyError> {
+pub async fn list_keys(
+    pool: &SqlitePool,
+    project_id: Option<&str>,
+) -> Result<Vec<KeyInfo>, TenancyError> {
     let rows = sqlx::query(
         "SELECT id, project_id, created_at, revoked_at FROM api_keys
          WHERE ?1 IS NULL OR project_id = ?1 ORDER BY created_at, id",
@@ -230,7 +235,11 @@ pub async fn list_linked_accounts(
 }
 
 /// Checks `key` and that `account_id` is a linked account of the key's project.
-pub async fn authorize(pool: &SqlitePool, key: &ApiKey, account_id: &str) -> Result<AccountScope, ApiError> {
+pub async fn authorize(
+    pool: &SqlitePool,
+    key: &ApiKey,
+    account_id: &str,
+) -> Result<AccountScope, ApiError> {
     let invalid = || ApiError::unauthorized("invalid API key");
     let (key_id, secret) = split_key(&key.0).ok_or_else(invalid)?;
     let row = sqlx::query("SELECT project_id, secret_hash, revoked_at FROM api_keys WHERE id = ?")

@@ -20,9 +20,18 @@ const TAG: &str = "Accounts";
     params(AccountHeader, ReadParams, PageParams),
     responses((status = 200, description = "A page of accounts.", body = AccountsPaginated)),
 )]
-pub async fn list(State(state): State<AppState>, scope: AccountScope, query: CrmQuery) -> Result<Response, ApiError> {
-    let accounts = state.service.list_accounts(&scope, &(&query).into()).await?;
-    page(accounts, &query, Shape::Plain, |data, next, raw| AccountsPaginated { next, data, raw })
+pub async fn list(
+    State(state): State<AppState>,
+    scope: AccountScope,
+    query: CrmQuery,
+) -> Result<Response, ApiError> {
+    let accounts = state
+        .service
+        .list_accounts(&scope, &(&query).into())
+        .await?;
+    page(accounts, &query, Shape::Plain, |data, next, raw| {
+        AccountsPaginated { next, data, raw }
+    })
 }
 
 /// Create Account
@@ -57,8 +66,14 @@ pub async fn get(
     RecordId(id): RecordId,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let account = state.service.get_account(&scope, &id, &(&query).into()).await?;
-    single(account, &query, Shape::Plain, |data, raw| AccountResult { data, raw })
+    let account = state
+        .service
+        .get_account(&scope, &id, &(&query).into())
+        .await?;
+    single(account, &query, Shape::Plain, |data, raw| AccountResult {
+        data,
+        raw,
+    })
 }
 
 /// Update Account
@@ -89,7 +104,11 @@ pub async fn update(
     params(AccountHeader, RecordPath),
     responses((status = 204, description = "The account was deleted.")),
 )]
-pub async fn delete(State(state): State<AppState>, scope: AccountScope, RecordId(id): RecordId) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    scope: AccountScope,
+    RecordId(id): RecordId,
+) -> Result<Response, ApiError> {
     state.service.delete_account(&scope, &id).await?;
     Ok(no_content())
 }

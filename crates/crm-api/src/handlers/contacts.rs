@@ -20,9 +20,18 @@ const TAG: &str = "Contacts";
     params(AccountHeader, ReadParams, PageParams, IncludeParams),
     responses((status = 200, description = "A page of contacts.", body = ContactsPaginated)),
 )]
-pub async fn list(State(state): State<AppState>, scope: AccountScope, query: CrmQuery) -> Result<Response, ApiError> {
-    let contacts = state.service.list_contacts(&scope, &(&query).into()).await?;
-    page(contacts, &query, Shape::Contact, |data, next, raw| ContactsPaginated { next, data, raw })
+pub async fn list(
+    State(state): State<AppState>,
+    scope: AccountScope,
+    query: CrmQuery,
+) -> Result<Response, ApiError> {
+    let contacts = state
+        .service
+        .list_contacts(&scope, &(&query).into())
+        .await?;
+    page(contacts, &query, Shape::Contact, |data, next, raw| {
+        ContactsPaginated { next, data, raw }
+    })
 }
 
 /// Create Contact
@@ -57,8 +66,14 @@ pub async fn get(
     RecordId(id): RecordId,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let contact = state.service.get_contact(&scope, &id, &(&query).into()).await?;
-    single(contact, &query, Shape::Contact, |data, raw| ContactResult { data, raw })
+    let contact = state
+        .service
+        .get_contact(&scope, &id, &(&query).into())
+        .await?;
+    single(contact, &query, Shape::Contact, |data, raw| ContactResult {
+        data,
+        raw,
+    })
 }
 
 /// Update Contact
@@ -89,7 +104,11 @@ pub async fn update(
     params(AccountHeader, RecordPath),
     responses((status = 204, description = "The contact was deleted.")),
 )]
-pub async fn delete(State(state): State<AppState>, scope: AccountScope, RecordId(id): RecordId) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    scope: AccountScope,
+    RecordId(id): RecordId,
+) -> Result<Response, ApiError> {
     state.service.delete_contact(&scope, &id).await?;
     Ok(no_content())
 }

@@ -24,9 +24,18 @@ const TAG: &str = "Custom Field Definitions";
     params(AccountHeader, ReadParams, PageParams),
     responses((status = 200, description = "A page of custom field definitions.", body = CustomFieldDefinitionsPaginated)),
 )]
-pub async fn list(State(state): State<AppState>, scope: AccountScope, query: CrmQuery) -> Result<Response, ApiError> {
-    let definitions = state.service.list_contact_custom_field_definitions(&scope, &(&query).into()).await?;
-    page(definitions, &query, Shape::Plain, |data, next, raw| CustomFieldDefinitionsPaginated { next, data, raw })
+pub async fn list(
+    State(state): State<AppState>,
+    scope: AccountScope,
+    query: CrmQuery,
+) -> Result<Response, ApiError> {
+    let definitions = state
+        .service
+        .list_contact_custom_field_definitions(&scope, &(&query).into())
+        .await?;
+    page(definitions, &query, Shape::Plain, |data, next, raw| {
+        CustomFieldDefinitionsPaginated { next, data, raw }
+    })
 }
 
 /// Create Contact Custom Field Definition
@@ -45,8 +54,13 @@ pub async fn create(
     scope: AccountScope,
     JsonBody(write): JsonBody<CrmCreateCustomFieldDefinitionRequestDto>,
 ) -> Result<Response, ApiError> {
-    let definition = state.service.create_contact_custom_field_definition(&scope, write).await?;
-    written(definition, |data, raw| CustomFieldDefinitionResultApiModel { data, raw })
+    let definition = state
+        .service
+        .create_contact_custom_field_definition(&scope, write)
+        .await?;
+    written(definition, |data, raw| {
+        CustomFieldDefinitionResultApiModel { data, raw }
+    })
 }
 
 /// Get Contact Custom Field Definition
@@ -64,8 +78,13 @@ pub async fn get(
     RecordId(id): RecordId,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let definition = state.service.get_contact_custom_field_definition(&scope, &id, &(&query).into()).await?;
-    single(definition, &query, Shape::Plain, |data, raw| CustomFieldDefinitionResultApiModel { data, raw })
+    let definition = state
+        .service
+        .get_contact_custom_field_definition(&scope, &id, &(&query).into())
+        .await?;
+    single(definition, &query, Shape::Plain, |data, raw| {
+        CustomFieldDefinitionResultApiModel { data, raw }
+    })
 }
 
 /// Update Contact Custom Field Definition
@@ -85,6 +104,11 @@ pub async fn update(
     RecordId(id): RecordId,
     JsonBody(write): JsonBody<CrmCreateCustomFieldDefinitionRequestDto>,
 ) -> Result<Response, ApiError> {
-    let definition = state.service.update_contact_custom_field_definition(&scope, &id, write).await?;
-    written(definition, |data, raw| CustomFieldDefinitionResultApiModel { data, raw })
+    let definition = state
+        .service
+        .update_contact_custom_field_definition(&scope, &id, write)
+        .await?;
+    written(definition, |data, raw| {
+        CustomFieldDefinitionResultApiModel { data, raw }
+    })
 }

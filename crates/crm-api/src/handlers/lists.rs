@@ -20,9 +20,15 @@ const TAG: &str = "Lists";
     params(AccountHeader, ReadParams, PageParams),
     responses((status = 200, description = "A page of lists.", body = ListsPaginated)),
 )]
-pub async fn list(State(state): State<AppState>, scope: AccountScope, query: CrmQuery) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    scope: AccountScope,
+    query: CrmQuery,
+) -> Result<Response, ApiError> {
     let lists = state.service.list_lists(&scope, &(&query).into()).await?;
-    page(lists, &query, Shape::Plain, |data, next, raw| ListsPaginated { next, data, raw })
+    page(lists, &query, Shape::Plain, |data, next, raw| {
+        ListsPaginated { next, data, raw }
+    })
 }
 
 /// Create List
@@ -57,8 +63,14 @@ pub async fn get(
     RecordId(id): RecordId,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let list = state.service.get_list(&scope, &id, &(&query).into()).await?;
-    single(list, &query, Shape::Plain, |data, raw| ListResult { data, raw })
+    let list = state
+        .service
+        .get_list(&scope, &id, &(&query).into())
+        .await?;
+    single(list, &query, Shape::Plain, |data, raw| ListResult {
+        data,
+        raw,
+    })
 }
 
 /// Update List
@@ -98,7 +110,10 @@ pub async fn add_items(
     RecordId(id): RecordId,
     JsonBody(write): JsonBody<CrmListItemsRequestDto>,
 ) -> Result<Response, ApiError> {
-    let list = state.service.add_list_items(&scope, &id, &write.body.item_ids).await?;
+    let list = state
+        .service
+        .add_list_items(&scope, &id, &write.body.item_ids)
+        .await?;
     written(list, |data, raw| ListResult { data, raw })
 }
 
@@ -116,6 +131,9 @@ pub async fn remove_item(
     RecordId(id): RecordId,
     ItemId(item_id): ItemId,
 ) -> Result<Response, ApiError> {
-    let list = state.service.remove_list_item(&scope, &id, &item_id).await?;
+    let list = state
+        .service
+        .remove_list_item(&scope, &id, &item_id)
+        .await?;
     written(list, |data, raw| ListResult { data, raw })
 }

@@ -53,7 +53,9 @@ fn shaped(envelope: impl Serialize, query: &CrmQuery, shape: Shape) -> Result<Re
         .map_err(|e| ApiError::internal(format!("could not serialise the response: {e}")))?;
     if let Some(data) = value.get_mut("data") {
         match data {
-            Value::Array(items) => items.iter_mut().for_each(|item| project(item, query, shape)),
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|item| project(item, query, shape)),
             item => project(item, query, shape),
         }
     }
@@ -77,7 +79,11 @@ pub(crate) fn single<T, E: Serialize>(
     shape: Shape,
     envelope: impl FnOnce(T, Option<Vec<RawResponse>>) -> E,
 ) -> Result<Response, ApiError> {
-    shaped(envelope(served.data, raw_part(query, served.raw)), query, shape)
+    shaped(
+        envelope(served.data, raw_part(query, served.raw)),
+        query,
+        shape,
+    )
 }
 
 /// A page of records, shaped by the query.
@@ -87,7 +93,11 @@ pub(crate) fn page<T, E: Serialize>(
     shape: Shape,
     envelope: impl FnOnce(Vec<T>, Option<String>, Option<Vec<RawResponse>>) -> E,
 ) -> Result<Response, ApiError> {
-    shaped(envelope(page.data, page.next, raw_part(query, page.raw)), query, shape)
+    shaped(
+        envelope(page.data, page.next, raw_part(query, page.raw)),
+        query,
+        shape,
+    )
 }
 
 /// The answer to a write: the whole record as stored.
@@ -95,7 +105,11 @@ pub(crate) fn written<T, E: Serialize>(
     served: Served<T>,
     envelope: impl FnOnce(T, Option<Vec<RawResponse>>) -> E,
 ) -> Result<Response, ApiError> {
-    shaped(envelope(served.data, None), &CrmQuery::default(), Shape::Plain)
+    shaped(
+        envelope(served.data, None),
+        &CrmQuery::default(),
+        Shape::Plain,
+    )
 }
 
 pub(crate) fn no_content() -> Response {

@@ -1,0 +1,1000 @@
+//! Client–server round trips: the real server on an ephemeral port with a temporary
+//! database, driven through the generated client. Every operation of `openapi/crm.yaml`
+//! is called, with its success and its typed error bodies.
+
+use std::collections::HashSet;
+
+use conformance::TestServer;
+use crm_client::types::{self, ErrorResponse};
+use crm_client::{Error, ResponseValue};
+use futures::TryStreamExt;
+
+type Reply<T> = Result<ResponseValue<T>, Error<ErrorResponse>>;
+
+/// The typed error body of a reply that must have failed with `status`.
+fn failure<T: std::fmt::Debug>(reply: Reply<T>, status: u16) -> ErrorResponse {
+    match reply {
+        Err(Error::ErrorResponse(body)) => {
+            assert_eq!(body.status().as_u16(), status, "{body:?}");
+            let body = body.into_inner();
+            assert_eq!(body.status_code, i32::from(status));
+            assert!(!body.message.is_empty());
+            body
+        }
+        other => panic!("expected a {status} error body, got {other:?}"),
+    }
+}
+
+/// Generated types have no `PartialEq`; their JSON forms compare instead.
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap()
+}
+
+fn contact(first: &str, last: &str) -> types::CrmCreateContactRequestDto {
+    types::CrmCreateContactRequestDto {
+        first_name: Some(first.into()),
+        last_name: Some(last.into()),
+        company_name: Some("Apple Inc.".into()),
+        emails: Some(vec![format!("{}@example.com", first.to_lowercase())]),
+        phone_numbers: Some(vec!["123-456-7890".into()]),
+        deal_ids: Some(vec!["deal-001".into()]),
+        account_ids: Some(vec!["account-123".into()]),
+        custom_fields: Some(vec![types::CustomFields {
+            name: Some("Training Completion Status".into()),
+            value: Some(types::CustomFieldsValue::String("Completed".into())),
+            ..Default::default()
+        }]),
+        passthrough: Some(serde_json::Map::from_iter([(
+            "other_known_names".to_owned(),
+            serde_json::Value::from("John Doe"),
+        )])),
+    }
+}
+
+#[tokio::test]
+async fn contacts_every_operation() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let account = server.account_id.as_str();
+
+    // Create answers 200 with the contact; remote ids equal ours for the local provider.
+    let created = client
+        .crm_create_contact()
+        .x_account_id(account)
+        .body(contact("Steve", "Wozniak"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+    let created = created.into_inner().data;
+    let id = created.id.clone().unwrap();
+    assert_eq!(created.remote_id.as_deref(), Some(id.as_str()));
+    assert_eq!(created.first_name.as_deref(), Some("Steve"));
+    assert_eq!(created.remote_deal_ids, Some(vec!["deal-001".to_owned()]));
+    assert_eq!(
+        created.remote_account_ids,
+        Some(vec!["account-123".to_owned()])
+    );
+    assert!(created.created_at.is_some() && created.updated_at.is_some());
+
+    // Get: custom fields only with include=custom_fields; raw only with raw=true.
+    let plain = client
+        .crm_get_contact()
+        .x_account_id(account)
+        .id(&id)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(plain.data.custom_fields.is_none());
+    assert!(plain.raw.is_none());
+    let full = client
+        .crm_get_contact()
+        .x_account_id(account)
+        .id(&id)
+        .include("custom_fields")
+        .raw(true)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(full.data.custom_fields.as_ref().map(Vec::len), Some(1));
+    let raw = full.raw.expect("raw=true returns the provider calls");
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0].method, "GET");
+    assert!(raw[0].url.contains(&id));
+
+    // fields keeps only what is asked for.
+    let projected = client
+        .crm_get_contact()
+        .x_account_id(account)
+        .id(&id)
+        .fields("id,last_name")
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    assert_eq!(projected.id.as_deref(), Some(id.as_str()));
+    assert_eq!(projected.last_name.as_deref(), Some("Wozniak"));
+    assert!(projected.first_name.is_none() && projected.emails.is_none());
+
+    // Update changes only the fields sent.
+    let updated = client
+        .crm_update_contact()
+        .x_account_id(account)
+        .id(&id)
+        .body(types::CrmCreateContactRequestDto {
+            company_name: Some("Apple".into()),
+            ..Default::default()
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status().as_u16(), 200);
+    let updated = updated.into_inner().data;
+    assert_eq!(updated.company_name.as_deref(), Some("Apple"));
+    assert_eq!(updated.first_name.as_deref(), Some("Steve"));
+    assert_eq!(updated.emails, created.emails);
+    assert_eq!(updated.created_at, created.created_at);
+    assert!(updated.updated_at >= created.updated_at);
+
+    // List, with and without the filter.
+    let page = client
+        .crm_list_contacts()
+        .x_account_id(account)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.data.len(), 1);
+    assert!(page.next.is_none());
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let none = client
+        .crm_list_contacts()
+        .x_account_id(account)
+        .filter_updated_after(later)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.data.is_empty());
+
+    // Delete answers 204; the contact is gone after.
+    let deleted = client
+        .crm_delete_contact()
+        .x_account_id(account)
+        .id(&id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let gone = failure(
+        client
+            .crm_get_contact()
+            .x_account_id(account)
+            .id(&id)
+            .send()
+            .await,
+        404,
+    );
+    assert!(gone.message.contains(&id), "{}", gone.message);
+    failure(
+        client
+            .crm_delete_contact()
+            .x_account_id(account)
+            .id(&id)
+            .send()
+            .await,
+        404,
+    );
+    failure(
+        client
+            .crm_update_contact()
+            .x_account_id(account)
+            .id(&id)
+            .body(types::CrmCreateContactRequestDto::default())
+            .send()
+            .await,
+        404,
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pages_follow_next_to_the_end() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let account = server.account_id.as_str();
+    let mut ids = Vec::new();
+    for i in 0..23 {
+        let c = client
+            .crm_create_contact()
+            .x_account_id(account)
+            .body(contact(&format!("P{i}"), "Page"))
+            .send()
+            .await
+            .unwrap();
+        ids.push(c.into_inner().data.id.unwrap());
+    }
+    // By hand: pages of 10, 10 and 3, then no next.
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let mut call = client
+            .crm_list_contacts()
+            .x_account_id(account)
+            .page_size("10");
+        if let Some(cursor) = &next {
+            call = call.next(cursor);
+        }
+        let page = call.send().await.unwrap().into_inner();
+        sizes.push(page.data.len());
+        seen.extend(page.data.into_iter().map(|c| c.id.unwrap()));
+        next = page.next;
+        if next.is_none() {
+            break;
+        }
+    }
+    assert_eq!(sizes, vec![10, 10, 3]);
+    assert_eq!(seen, ids, "oldest first, each once");
+
+    // The deprecated `page` alias is the same cursor.
+    let first = client
+        .crm_list_contacts()
+        .x_account_id(account)
+        .page_size("20")
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let via_page = client
+        .crm_list_contacts()
+        .x_account_id(account)
+        .page(first.next.clone().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(via_page.data.len(), 3);
+
+    // The client's stream walks every page.
+    let streamed: Vec<types::Contact> = crm_client::all_contacts(&client, account)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        streamed
+            .into_iter()
+            .map(|c| c.id.unwrap())
+            .collect::<Vec<_>>(),
+        ids
+    );
+
+    // A cursor this server did not issue, and bad page sizes, are 400.
+    failure(
+        client
+            .crm_list_contacts()
+            .x_account_id(account)
+            .next("not-a-cursor")
+            .send()
+            .await,
+        400,
+    );
+    for size in ["0", "101", "ten"] {
+        failure(
+            client
+                .crm_list_contacts()
+                .x_account_id(account)
+                .page_size(size)
+                .send()
+                .await,
+            400,
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn paging_is_stable_under_concurrent_inserts() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let account = server.account_id.clone();
+    let mut before = HashSet::new();
+    for i in 0..40 {
+        let c = client
+            .crm_create_contact()
+            .x_account_id(&account)
+            .body(contact(&format!("S{i}"), "Stable"))
+            .send()
+            .await
+            .unwrap();
+        before.insert(c.into_inner().data.id.unwrap());
+    }
+    let writer = {
+        let client = server.client();
+        let account = account.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                client
+                    .crm_create_contact()
+                    .x_account_id(&account)
+                    .body(contact(&format!("N{i}"), "New"))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut call = client
+            .crm_list_contacts()
+            .x_account_id(&account)
+            .page_size("7");
+        if let Some(cursor) = &next {
+            call = call.next(cursor);
+        }
+        let page = call.send().await.unwrap().into_inner();
+        seen.extend(page.data.into_iter().map(|c| c.id.unwrap()));
+        next = page.next;
+        if next.is_none() {
+            break;
+        }
+    }
+    writer.await.unwrap();
+    let unique: HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no record is served twice");
+    assert!(
+        before.is_subset(&unique),
+        "no record that existed before paging is skipped"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn accounts_every_operation() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let account = server.account_id.as_str();
+    let body = types::CrmCreateAccountRequestDto {
+        name: Some("Apple Inc.".into()),
+        description: Some("Consumer electronics".into()),
+        owner_id: Some("owner-1".into()),
+        industries: Some(vec!["Technology".into()]),
+        annual_revenue: Some("394328000000".into()),
+        website: Some("https://www.apple.com".into()),
+        phone_numbers: Some(vec!["+1 408-996-1010".into()]),
+        addresses: Some(vec![types::AccountAddress {
+            street_1: Some("1 Apple Park Way".into()),
+            city: Some("Cupertino".into()),
+            state: Some("CA".into()),
+            zip_code: Some("95014".into()),
+            country: Some(types::CountryCodeEnum {
+                value: Some(types::CountryCodeEnumValue::Us),
+                source_value: None,
+            }),
+            location_type: Some(types::LocationTypeEnum {
+                value: Some(types::LocationTypeEnumValue::Work),
+                source_value: None,
+            }),
+            ..Default::default()
+        }]),
+        passthrough: None,
+    };
+    let created = client
+        .crm_create_account()
+        .x_account_id(account)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    let id = created.id.clone().unwrap();
+    assert_eq!(created.remote_owner_id.as_deref(), Some("owner-1"));
+    let address = &created.addresses.as_ref().unwrap()[0];
+    assert_eq!(
+        address.country.as_ref().unwrap().value,
+        Some(types::CountryCodeEnumValue::Us)
+    );
+
+    let got = client
+        .crm_get_account()
+        .x_account_id(account)
+        .id(&id)
+        .raw(true)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(json(&got.data), json(&created));
+    assert_eq!(got.raw.unwrap()[0].method, "GET");
+
+    let updated = client
+        .crm_update_account()
+        .x_account_id(account)
+        .id(&id)
+        .body(types::CrmCreateAccountRequestDto {
+            website: Some("https://apple.com".into()),
+            ..Default::default()
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    assert_eq!(updated.website.as_deref(), Some("https://apple.com"));
+    assert_eq!(updated.name, created.name);
+
+    let listed = client
+        .crm_list_accounts()
+        .x_account_id(account)
+        .fields("id,name")
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.data.len(), 1);
+    assert_eq!(listed.data[0].name.as_deref(), Some("Apple Inc."));
+    assert!(
+        listed.data[0].website.is_none(),
+        "fields keeps only id and name"
+    );
+
+    assert_eq!(
+        client
+            .crm_delete_account()
+            .x_account_id(account)
+            .id(&id)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        204
+    );
+    failure(
+        client
+            .crm_get_account()
+            .x_account_id(account)
+            .id(&id)
+            .send()
+            .await,
+        404,
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lists_every_operation() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let account = server.account_id.as_str();
+    let a = client
+        .crm_create_contact()
+        .x_account_id(account)
+        .body(contact("Ada", "Lovelace"))
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data
+        .id
+        .unwrap();
+    let b = client
+        .crm_create_contact()
+        .x_account_id(account)
+        .body(contact("Alan", "Turing"))
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data
+        .id
+        .unwrap();
+
+    let list = client
+        .crm_create_list()
+        .x_account_id(account)
+        .body(types::CrmCreateListRequestDto {
+            name: Some("Pioneers".into()),
+            type_: None,
+            passthrough: None,
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    let id = list.id.clone().unwrap();
+    assert_eq!(
+        list.type_.unwrap().value,
+        Some(types::ListTypeEnumValue::Contacts),
+        "contacts by default"
+    );
+    assert_eq!(list.items.map(|i| i.len()), Some(0));
+
+    let with_items = client
+        .crm_add_list_items()
+        .x_account_id(account)
+        .id(&id)
+        .body(types::CrmListItemsRequestDto {
+            item_ids: vec![a.clone(), b.clone(), a.clone()],
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    let item_ids: Vec<_> = with_items
+        .items
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id.unwrap())
+        .collect();
+    assert_eq!(item_ids, vec![a.clone(), b.clone()]);
+
+    // An unknown id adds nothing and names the culprit.
+    let err = failure(
+        client
+            .crm_add_list_items()
+            .x_account_id(account)
+            .id(&id)
+            .body(types::CrmListItemsRequestDto {
+                item_ids: vec![a.clone(), "missing".into()],
+            })
+            .send()
+            .await,
+        422,
+    );
+    assert!(err.message.contains("missing"));
+
+    // A list with items keeps its type.
+    failure(
+        client
+            .crm_update_list()
+            .x_account_id(account)
+            .id(&id)
+            .body(types::CrmCreateListRequestDto {
+                name: None,
+                type_: Some(types::ListTypeEnum {
+                    value: Some(types::ListTypeEnumValue::Companies),
+                    source_value: None,
+                }),
+                passthrough: None,
+            })
+            .send()
+            .await,
+        409,
+    );
+    let renamed = client
+        .crm_update_list()
+        .x_account_id(account)
+        .id(&id)
+        .body(types::CrmCreateListRequestDto {
+            name: Some("Computing pioneers".into()),
+            type_: None,
+            passthrough: None,
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    assert_eq!(renamed.name.as_deref(), Some("Computing pioneers"));
+    assert_eq!(renamed.items.as_ref().map(Vec::len), Some(2));
+
+    let removed = client
+        .crm_remove_list_item()
+        .x_account_id(account)
+        .id(&id)
+        .item_id(&a)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    assert_eq!(
+        removed
+            .items
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id.unwrap())
+            .collect::<Vec<_>>(),
+        vec![b.clone()]
+    );
+    failure(
+        client
+            .crm_remove_list_item()
+            .x_account_id(account)
+            .id(&id)
+            .item_id(&a)
+            .send()
+            .await,
+        404,
+    );
+
+    // Deleting a contact takes it off its lists.
+    client
+        .crm_delete_contact()
+        .x_account_id(account)
+        .id(&b)
+        .send()
+        .await
+        .unwrap();
+    let got = client
+        .crm_get_list()
+        .x_account_id(account)
+        .id(&id)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    assert_eq!(got.items.map(|i| i.len()), Some(0));
+
+    let lists = client
+        .crm_list_lists()
+        .x_account_id(account)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lists.data.len(), 1);
+    failure(
+        client
+            .crm_create_list()
+            .x_account_id(account)
+            .body(types::CrmCreateListRequestDto {
+                name: None,
+                type_: None,
+                passthrough: None,
+            })
+            .send()
+            .await,
+        422,
+    );
+    failure(
+        client
+            .crm_get_list()
+            .x_account_id(account)
+            .id("nope")
+            .send()
+            .await,
+        404,
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn custom_field_definitions_every_operation() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let account = server.account_id.as_str();
+    let option = |id: &str, value: &str| types::CustomFieldOption {
+        id: id.into(),
+        value: types::CustomFieldOptionValue::String(value.into()),
+    };
+    let select = types::CustomFieldTypeEnum {
+        value: Some(types::CustomFieldTypeEnumValue::SingleSelect),
+        source_value: None,
+    };
+    let created = client
+        .crm_create_contact_custom_field_definition()
+        .x_account_id(account)
+        .body(types::CrmCreateCustomFieldDefinitionRequestDto {
+            name: Some("Training Completion Status".into()),
+            description: Some("Where the contact is in training".into()),
+            type_: Some(select.clone()),
+            options: Some(vec![option("1", "Started"), option("2", "Completed")]),
+            passthrough: None,
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    let id = created.id.clone().unwrap();
+    assert_eq!(created.options.as_ref().map(Vec::len), Some(2));
+
+    let got = client
+        .crm_get_contact_custom_field_definition()
+        .x_account_id(account)
+        .id(&id)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    assert_eq!(json(&got), json(&created));
+    let updated = client
+        .crm_update_contact_custom_field_definition()
+        .x_account_id(account)
+        .id(&id)
+        .body(types::CrmCreateCustomFieldDefinitionRequestDto {
+            options: Some(vec![option("1", "Started")]),
+            ..Default::default()
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    assert_eq!(updated.options.map(|o| o.len()), Some(1));
+    assert_eq!(updated.name, created.name);
+
+    let listed = client
+        .crm_list_contact_custom_field_definitions()
+        .x_account_id(account)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.data.len(), 1);
+
+    // A select without options, duplicate option ids, and a missing name are 422.
+    for body in [
+        types::CrmCreateCustomFieldDefinitionRequestDto {
+            name: Some("x".into()),
+            type_: Some(select.clone()),
+            ..Default::default()
+        },
+        types::CrmCreateCustomFieldDefinitionRequestDto {
+            name: Some("x".into()),
+            options: Some(vec![option("1", "a"), option("1", "b")]),
+            ..Default::default()
+        },
+        types::CrmCreateCustomFieldDefinitionRequestDto::default(),
+    ] {
+        failure(
+            client
+                .crm_create_contact_custom_field_definition()
+                .x_account_id(account)
+                .body(body)
+                .send()
+                .await,
+            422,
+        );
+    }
+    failure(
+        client
+            .crm_get_contact_custom_field_definition()
+            .x_account_id(account)
+            .id("nope")
+            .send()
+            .await,
+        404,
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_and_accounts_are_checked() {
+    let server = TestServer::start().await;
+    let account = server.account_id.as_str();
+
+    // 401: no key, a wrong key, a revoked key.
+    let anonymous = crm_client::Client::new(&server.base_url);
+    failure(
+        anonymous
+            .crm_list_contacts()
+            .x_account_id(account)
+            .send()
+            .await,
+        401,
+    );
+    let wrong = crm_client::with_api_key(&server.base_url, "crm_0000_wrong");
+    failure(
+        wrong.crm_list_contacts().x_account_id(account).send().await,
+        401,
+    );
+    let other = server.other_tenant().await;
+    let other_client = crm_client::with_api_key(&server.base_url, &other.key);
+    other_client
+        .crm_list_contacts()
+        .x_account_id(&other.account_id)
+        .send()
+        .await
+        .unwrap();
+    crm_server::tenancy::revoke_key(&server.pool, &other.key_id)
+        .await
+        .unwrap();
+    let revoked = failure(
+        other_client
+            .crm_list_contacts()
+            .x_account_id(&other.account_id)
+            .send()
+            .await,
+        401,
+    );
+    assert!(revoked.message.contains("revoked"));
+
+    // 404: an account of another project, or none at all; the data never leaks.
+    let client = server.client();
+    client
+        .crm_create_contact()
+        .x_account_id(account)
+        .body(contact("Grace", "Hopper"))
+        .send()
+        .await
+        .unwrap();
+    let third = server.other_tenant().await;
+    let third_client = crm_client::with_api_key(&server.base_url, &third.key);
+    failure(
+        third_client
+            .crm_list_contacts()
+            .x_account_id(account)
+            .send()
+            .await,
+        404,
+    );
+    failure(
+        client
+            .crm_list_contacts()
+            .x_account_id(&third.account_id)
+            .send()
+            .await,
+        404,
+    );
+    failure(
+        client
+            .crm_list_contacts()
+            .x_account_id("no-such-account")
+            .send()
+            .await,
+        404,
+    );
+    let theirs = third_client
+        .crm_list_contacts()
+        .x_account_id(&third.account_id)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        theirs.data.is_empty(),
+        "another project's contacts are never visible"
+    );
+
+    // Bearer works as well as Basic.
+    let bearer = reqwest::Client::new()
+        .get(format!("{}/unified/crm/contacts", server.base_url))
+        .bearer_auth(&server.key)
+        .header("x-account-id", account)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+    server.stop().await;
+}
+
+/// Failures the generated client cannot produce, sent by hand: each must still answer the
+/// contract's error body.
+#[tokio::test]
+async fn every_failure_has_the_error_shape() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.base_url);
+    let auth = |r: reqwest::RequestBuilder| {
+        r.basic_auth(&server.key, Some(""))
+            .header("x-account-id", &server.account_id)
+    };
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
+        (
+            "missing x-account-id",
+            http.get(url("/unified/crm/contacts"))
+                .basic_auth(&server.key, Some("")),
+            400,
+        ),
+        (
+            "malformed JSON",
+            auth(http.post(url("/unified/crm/contacts")))
+                .header("content-type", "application/json")
+                .body("{\"first_name\": "),
+            400,
+        ),
+        (
+            "wrong type",
+            auth(http.post(url("/unified/crm/contacts")))
+                .header("content-type", "application/json")
+                .body("{\"emails\": \"a@b.c\"}"),
+            422,
+        ),
+        (
+            "not an object",
+            auth(http.post(url("/unified/crm/contacts")))
+                .header("content-type", "application/json")
+                .body("[]"),
+            422,
+        ),
+        (
+            "not JSON",
+            auth(http.post(url("/unified/crm/contacts")))
+                .header("content-type", "text/plain")
+                .body("hi"),
+            415,
+        ),
+        (
+            "oversized body",
+            auth(http.post(url("/unified/crm/contacts")))
+                .header("content-type", "application/json")
+                .body(format!(
+                    "{{\"first_name\": \"{}\"}}",
+                    "x".repeat(2 * 1024 * 1024)
+                )),
+            413,
+        ),
+        (
+            "unknown route",
+            auth(http.get(url("/unified/crm/deals"))),
+            404,
+        ),
+        (
+            "unknown id",
+            auth(http.get(url("/unified/crm/accounts/nope"))),
+            404,
+        ),
+        (
+            "wrong method",
+            auth(http.put(url("/unified/crm/contacts"))),
+            405,
+        ),
+        (
+            "bad raw",
+            auth(http.get(url("/unified/crm/contacts?raw=maybe"))),
+            400,
+        ),
+        (
+            "bad filter",
+            auth(http.get(url(
+                "/unified/crm/contacts?filter%5Bupdated_after%5D=yesterday",
+            ))),
+            400,
+        ),
+        (
+            "bad scheme",
+            http.get(url("/unified/crm/contacts"))
+                .header("authorization", "Digest abc")
+                .header("x-account-id", &server.account_id),
+            401,
+        ),
+    ];
+    for (what, request, status) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        assert_eq!(
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{what}"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["statusCode"], status, "{what}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+        assert!(
+            body["timestamp"]
+                .as_str()
+                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+            "{what}: {body}"
+        );
+    }
+    // Nothing was created by the failed writes.
+    let page = server
+        .client()
+        .crm_list_contacts()
+        .x_account_id(&server.account_id)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.data.is_empty());
+    server.stop().await;
+}
