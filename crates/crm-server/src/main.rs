@@ -117,12 +117,15 @@ async fn serve(
         println!(
             "The database was empty, so a project, an API key and a linked account were created.\n\
              Keep the key now: it is not shown again.\n\n\
-             \x20 project:        {}\n\
-             \x20 API key:        {}\n\
-             \x20 linked account: {}\n\n\
-             Try:\n\
-             \x20 curl -u '{}:' -H 'x-account-id: {}' http://{listen}/unified/crm/contacts\n",
-            first.project.id, first.key, first.account.id, first.key, first.account.id
+             \x20 project:        {project}\n\
+             \x20 API key:        {key}\n\
+             \x20 linked account: {account}\n\n\
+             In another shell:\n\n\
+             \x20 export CRM_KEY='{key}' CRM_ACCOUNT='{account}'\n\
+             \x20 curl -u \"$CRM_KEY:\" -H \"x-account-id: $CRM_ACCOUNT\" http://{listen}/unified/crm/contacts\n",
+            project = first.project.id,
+            key = first.key,
+            account = first.account.id,
         );
     }
     let listener = tokio::net::TcpListener::bind(listen)
