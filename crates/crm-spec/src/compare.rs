@@ -219,13 +219,79 @@ pub fn compare(expected: &Value, actual: &Value) -> Result<Comparison> {
 
     for change in &found {
         for info in &change.changes {
-            changes.push(from_drift(change, info));
+            changes.push(from_drift(change, info, &expected, &actual));
         }
     }
     Ok(Comparison::new(changes))
 }
 
-fn from_drift(change: &drift::Change, info: &drift::ChangeInfo) -> SpecChange {
+/// Schema keywords drift counts as metadata.
+const SCHEMA_METADATA: &[&str] = &[
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "externalDocs",
+    "example",
+    "title",
+    "description",
+    "discriminator",
+    "default",
+];
+
+/// Which metadata keywords differ between the schemas drift found a metadata change in,
+/// e.g. `description changed from ... to ...`; `None` when they cannot be located.
+fn metadata_detail(
+    change: &drift::Change,
+    info: &drift::ChangeInfo,
+    exp: &Value,
+    act: &Value,
+) -> Option<String> {
+    let first = change.paths.first()?;
+    let locate = |doc: &'_ Value, stack: &drift::JsonPathStack, subpath: &str| {
+        let base = stack.current_pointer().strip_prefix('#')?.to_owned();
+        let pointer = if subpath.is_empty() {
+            base
+        } else {
+            format!("{base}/{subpath}")
+        };
+        doc.pointer(&pointer).cloned()
+    };
+    let e = locate(exp, &first.old, &info.old_subpath)?;
+    let a = locate(act, &first.new, &info.new_subpath)?;
+    let mut keys: Vec<&str> = SCHEMA_METADATA
+        .iter()
+        .copied()
+        .filter(|k| e.get(*k) != a.get(*k))
+        .collect();
+    let extension = |v: &Value| -> Vec<(String, Value)> {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| k.starts_with("x-"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if extension(&e) != extension(&a) {
+        keys.push("extensions");
+    }
+    match keys.as_slice() {
+        [] => None,
+        [key] if *key != "extensions" => Some(format!(
+            "{key} changed {}",
+            difference(e.get(*key), a.get(*key))
+        )),
+        several => Some(format!("{} changed", several.join(", "))),
+    }
+}
+
+fn from_drift(
+    change: &drift::Change,
+    info: &drift::ChangeInfo,
+    exp: &Value,
+    act: &Value,
+) -> SpecChange {
     let class = match info.class {
         drift::ChangeClass::Trivial => ChangeClass::DocumentationOnly,
         drift::ChangeClass::BackwardIncompatible
@@ -235,6 +301,11 @@ fn from_drift(change: &drift::Change, info: &drift::ChangeInfo) -> SpecChange {
     };
     let mut path = "#".to_owned();
     let mut message = info.message.clone();
+    if info.details == drift::ChangeDetails::Metadata
+        && let Some(detail) = metadata_detail(change, info, exp, act)
+    {
+        message = format!("{message}: {detail}");
+    }
     if let Some(first) = change.paths.first() {
         // An added operation has no place in the expected document: use the actual one.
         let (stack, subpath) = if first.old.current_pointer() == "#/paths" {
@@ -457,7 +528,7 @@ impl Checks<'_, '_> {
             self.push(
                 ChangeClass::DocumentationOnly,
                 join(at, key),
-                format!("{key} changed from {} to {}", show(e), show(a)),
+                format!("{key} changed {}", difference(e, a)),
             );
         }
     }
@@ -874,6 +945,26 @@ fn effective<'a>(doc: &'a Value, schema: &'a Value, at: &str) -> Result<(bool, &
     Err(Error::UnresolvedRef {
         reference: format!("{at} (wrapper cycle)"),
     })
+}
+
+/// "from X to Y", for two strings only around the first place they differ.
+fn difference(e: Option<&Value>, a: Option<&Value>) -> String {
+    let (Some(Value::String(e)), Some(Value::String(a))) = (e, a) else {
+        return format!("from {} to {}", show(e), show(a));
+    };
+    let same = e.chars().zip(a.chars()).take_while(|(x, y)| x == y).count();
+    let start = same.saturating_sub(24);
+    let excerpt = |text: &str| {
+        let total = text.chars().count();
+        let window: String = text.chars().skip(start).take(48).collect();
+        format!(
+            "{}{}{}",
+            if start > 0 { "..." } else { "" },
+            Value::String(window),
+            if start + 48 < total { "..." } else { "" }
+        )
+    };
+    format!("from {} to {}", excerpt(e), excerpt(a))
 }
 
 fn show(v: Option<&Value>) -> String {
