@@ -5,7 +5,7 @@
 //! conformance tests) can call it; `src/main.rs` only parses the command line.
 //!
 //! Everything that shapes `crates/crm-client/src/generated.rs` is here or in the spec:
-//! the client view ([`crm_spec::client_view`]), progenitor's settings
+//! the client view ([`crm_spec::client_view()`]), progenitor's settings
 //! ([`generation_settings`]) and the header ([`GENERATED_HEADER`]).
 
 use std::path::{Path, PathBuf};
@@ -154,4 +154,74 @@ pub fn ensure_compatible(comparison: &Comparison) -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("generated.rs")
+    }
+
+    #[test]
+    fn check_mode_reports_stale_and_writes_nothing() {
+        let path = scratch("check");
+        std::fs::write(&path, "old").unwrap();
+        assert_eq!(
+            sync_file(&path, "new", true).unwrap(),
+            CodegenOutcome::Stale
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            sync_file(&path, "new", true).unwrap(),
+            CodegenOutcome::Stale
+        );
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn write_mode_writes_only_when_different() {
+        let path = scratch("write");
+        std::fs::write(&path, "old").unwrap();
+        assert_eq!(
+            sync_file(&path, "new", false).unwrap(),
+            CodegenOutcome::Written
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(
+            sync_file(&path, "new", false).unwrap(),
+            CodegenOutcome::UpToDate
+        );
+        assert_eq!(
+            sync_file(&path, "new", true).unwrap(),
+            CodegenOutcome::UpToDate
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn generated_source_starts_with_the_header() {
+        let source = generate_client(&load_spec().unwrap()).unwrap();
+        assert!(source.starts_with(GENERATED_HEADER));
+        assert!(source.contains("pub fn filter_updated_after"));
+        assert!(!source.contains("pub fn proxy"));
+    }
+
+    #[test]
+    fn incompatible_comparisons_fail_with_their_changes() {
+        let spec = load_spec().unwrap();
+        let mut broken = spec.clone();
+        broken["paths"]["/unified/crm/contacts"]
+            .as_object_mut()
+            .unwrap()
+            .remove("post");
+        let comparison = crm_spec::compare(&spec, &broken).unwrap();
+        let error = ensure_compatible(&comparison).unwrap_err().to_string();
+        assert!(error.contains("crm_create_contact was removed"), "{error}");
+        assert!(ensure_compatible(&crm_spec::compare(&spec, &spec).unwrap()).is_ok());
+    }
 }

@@ -8,9 +8,9 @@
 //!
 //! - [`load`] reads YAML or JSON.
 //! - [`normalise_31_to_30`] turns utoipa's OpenAPI 3.1 output into 3.0.3 (see [`normalise`]).
-//! - [`client_view`] derives the document progenitor generates the client from (see
+//! - [`client_view()`] derives the document progenitor generates the client from (see
 //!   [`client_view`](mod@client_view)).
-//! - [`compare`] judges an actual document against the expected one with `drift`, plus the
+//! - [`compare()`] judges an actual document against the expected one with `drift`, plus the
 //!   checks drift does not make (see [`compare`](mod@compare)).
 
 pub mod client_view;
