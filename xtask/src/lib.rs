@@ -66,9 +66,20 @@ pub fn generate_client(spec: &Value) -> Result<String> {
     let openapi: openapiv3::OpenAPI =
         serde_json::from_value(view).context("the client view is not an OpenAPI 3.0 document")?;
     let mut generator = Generator::new(&generation_settings());
-    let tokens = generator
-        .generate_tokens(&openapi)
-        .context("progenitor could not generate the client")?;
+    // progenitor reports some unsupported constructs by panicking (`assert!`, `todo!`);
+    // the client view rejects the known ones first, and any other becomes an error here.
+    let generated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        generator.generate_tokens(&openapi)
+    }))
+    .map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        anyhow::anyhow!("progenitor panicked while generating the client: {message}")
+    })?;
+    let tokens = generated.context("progenitor could not generate the client")?;
     let file: syn::File =
         syn::parse2(tokens).context("progenitor's output does not parse as Rust")?;
     let mut source = String::from(GENERATED_HEADER);

@@ -22,11 +22,28 @@
 //!    (including the `reqwest::Client` inside `crm_client::Client`) can send
 //!    `proxy[key]=value`.
 //!
+//! 3. **When an operation's success responses mix a body and no body, the bodiless ones are
+//!    removed.** progenitor 0.15 gives each operation one success type and panics
+//!    (`assertion failed: response_types.len() <= 1`) when, say, `200` returns a
+//!    `ContactResult` and `204` returns nothing (the answer to `Prefer: return=minimal`).
+//!    The client view keeps the responses with a body, so the method still returns the
+//!    typed record. *A request that makes the server choose the bodiless answer (a client
+//!    that sets `.prefer("return=minimal")`) receives it as
+//!    `Error::UnexpectedResponse(response)`*, whose status (`204`) and headers (`ETag`) are
+//!    all there is to read.
+//!
+//! What progenitor refuses and no small rewrite can fix is reported as
+//! [`Error::NotGenerable`] instead of a progenitor panic: an operation whose error responses
+//! (`4xx`, `5xx`, `default`) do not all share one body schema, or whose success responses
+//! carry bodies of more than one schema. The fix belongs in the spec (for errors: one error
+//! schema for every error status, which keeps the wire contract since schema names never
+//! reach the wire).
+//!
 //! Nothing else is changed: progenitor 0.15 accepts everything else in `openapi/crm.yaml`
-//! (one error schema shared by every error status, `nullable` + `allOf` references, `oneOf`
-//! of scalar and container types, header parameters, deprecated parameters). A parameter in
-//! `components/parameters` that no operation references any more stays there; progenitor
-//! reads only the parameters operations reference.
+//! (`nullable` + `allOf` references, `oneOf` of scalar and container types, header
+//! parameters, deprecated parameters). A parameter in `components/parameters` that no
+//! operation references any more stays there; progenitor reads only the parameters
+//! operations reference.
 
 use serde_json::{Map, Value, json};
 
@@ -50,7 +67,9 @@ pub fn client_view(doc: &Value) -> Result<Value> {
         rewrite_parameters(doc, item, &item_at)?;
         for method in METHODS {
             if let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) {
-                rewrite_parameters(doc, op, &join(&item_at, method))?;
+                let op_at = join(&item_at, method);
+                rewrite_parameters(doc, op, &op_at)?;
+                one_success_kind(doc, op, &op_at)?;
             }
         }
     }
@@ -74,6 +93,85 @@ fn rewrite_parameters(doc: &Value, owner: &mut Map<String, Value>, at: &str) -> 
         rewritten.extend(expand_deep_object(doc, resolved, &resolved_at)?);
     }
     *params = rewritten;
+    Ok(())
+}
+
+/// The body a response carries, as progenitor tells response types apart: `None` for no
+/// content, else its media types and schemas.
+fn body_kind(doc: &Value, response: &Value, at: &str) -> Result<Option<String>> {
+    let (response, _) = deref(doc, response, at)?;
+    Ok(response
+        .get("content")
+        .and_then(Value::as_object)
+        .filter(|content| !content.is_empty())
+        .map(|content| Value::Object(content.clone()).to_string()))
+}
+
+fn is_success(status: &str) -> bool {
+    status.starts_with('2') || status == "101" || status == "default"
+}
+
+fn is_error(status: &str) -> bool {
+    status.starts_with('4') || status.starts_with('5') || status == "default"
+}
+
+/// Transformation 3, and the checks that turn progenitor's panics into errors.
+fn one_success_kind(doc: &Value, op: &mut Map<String, Value>, at: &str) -> Result<()> {
+    let Some(Value::Object(responses)) = op.get_mut("responses") else {
+        return Ok(());
+    };
+    let responses_at = join(at, "responses");
+    let mut kinds = Vec::with_capacity(responses.len());
+    for (status, response) in responses.iter() {
+        kinds.push((
+            status.clone(),
+            body_kind(doc, response, &join(&responses_at, status))?,
+        ));
+    }
+    let distinct = |filter: fn(&str) -> bool, with_body_only: bool| {
+        let mut seen: Vec<(&str, &Option<String>)> = Vec::new();
+        for (status, kind) in &kinds {
+            if filter(status)
+                && !(with_body_only && kind.is_none())
+                && !seen.iter().any(|(_, k)| *k == kind)
+            {
+                seen.push((status, kind));
+            }
+        }
+        seen.into_iter()
+            .map(|(s, _)| s.to_owned())
+            .collect::<Vec<_>>()
+    };
+    let error_kinds = distinct(is_error, false);
+    if error_kinds.len() > 1 {
+        return Err(Error::NotGenerable {
+            path: at.to_owned(),
+            message: format!(
+                "its error responses do not share one body schema (statuses {} differ); \
+                 progenitor 0.15 needs every error status to use the same error schema",
+                error_kinds.join(", ")
+            ),
+        });
+    }
+    let body_kinds = distinct(is_success, true);
+    if body_kinds.len() > 1 {
+        return Err(Error::NotGenerable {
+            path: at.to_owned(),
+            message: format!(
+                "its success responses carry bodies of different schemas (statuses {}); \
+                 progenitor 0.15 needs one success type per operation",
+                body_kinds.join(", ")
+            ),
+        });
+    }
+    if body_kinds.len() == 1 {
+        let bodiless: Vec<String> = kinds
+            .iter()
+            .filter(|(status, kind)| status != "default" && is_success(status) && kind.is_none())
+            .map(|(status, _)| status.clone())
+            .collect();
+        responses.retain(|status, _| !bodiless.contains(status));
+    }
     Ok(())
 }
 
@@ -242,6 +340,78 @@ mod tests {
             client_view(&doc),
             Err(Error::UnresolvedRef { .. })
         ));
+    }
+
+    fn doc_with_responses(responses: Value) -> Value {
+        json!({
+            "openapi": "3.0.3",
+            "info": {"title": "t", "version": "1"},
+            "paths": {"/a": {"patch": {"responses": responses}}},
+            "components": {
+                "schemas": {
+                    "R": {"type": "object"},
+                    "E": {"type": "object"},
+                    "F": {"type": "object"}
+                },
+                "responses": {
+                    "Bad": {"description": "bad", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/E"}}}},
+                    "Done": {"description": "done"}
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn bodiless_success_beside_a_body_is_removed() {
+        let doc = doc_with_responses(json!({
+            "200": {"description": "ok", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/R"}}}},
+            "204": {"$ref": "#/components/responses/Done"},
+            "400": {"$ref": "#/components/responses/Bad"}
+        }));
+        let view = client_view(&doc).unwrap();
+        let responses = view["paths"]["/a"]["patch"]["responses"]
+            .as_object()
+            .unwrap();
+        let statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
+        assert_eq!(statuses, ["200", "400"]);
+    }
+
+    #[test]
+    fn bodiless_only_successes_are_kept() {
+        let doc = doc_with_responses(json!({
+            "204": {"description": "none"},
+            "202": {"description": "accepted"},
+            "404": {"$ref": "#/components/responses/Bad"}
+        }));
+        let view = client_view(&doc).unwrap();
+        assert_eq!(view, doc);
+    }
+
+    #[test]
+    fn differing_error_schemas_are_not_generable() {
+        let doc = doc_with_responses(json!({
+            "200": {"description": "ok"},
+            "400": {"$ref": "#/components/responses/Bad"},
+            "404": {"description": "nf", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/F"}}}}
+        }));
+        let err = client_view(&doc).unwrap_err();
+        assert!(matches!(err, Error::NotGenerable { .. }), "{err}");
+        assert!(err.to_string().contains("400, 404"), "{err}");
+    }
+
+    #[test]
+    fn differing_success_bodies_are_not_generable() {
+        let doc = doc_with_responses(json!({
+            "200": {"description": "ok", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/R"}}}},
+            "201": {"description": "made", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/F"}}}}
+        }));
+        let err = client_view(&doc).unwrap_err();
+        assert!(matches!(err, Error::NotGenerable { .. }), "{err}");
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub enum Error {
     /// The document does not have the shape this crate expects at some place.
     #[error("unexpected document shape at {path}: {message}")]
     Shape { path: String, message: String },
+    /// progenitor 0.15 cannot generate a client for an operation, and the client view has
+    /// no small rewrite that would let it.
+    #[error("progenitor cannot generate {path}: {message}")]
+    NotGenerable { path: String, message: String },
     /// `drift` failed (or panicked) while comparing the documents.
     #[error("drift could not compare the documents: {0}")]
     Drift(String),
