@@ -48,6 +48,7 @@ fn contact(first: &str, last: &str) -> types::CrmCreateContactRequestDto {
             "other_known_names".to_owned(),
             serde_json::Value::from("John Doe"),
         )])),
+        ..Default::default()
     }
 }
 

@@ -24,10 +24,13 @@ fn the_emitted_spec_matches_the_source() {
     );
 }
 
+/// A change that breaks compatibility, applied to a document in place.
+type Breakage = fn(&mut Value);
+
 /// Each breakage is applied to the emitted document, as a change to the server would make it.
 #[test]
 fn every_kind_of_breakage_is_caught() {
-    let breakages: Vec<(&str, fn(&mut Value))> = vec![
+    let breakages: Vec<(&str, Breakage)> = vec![
         ("an operation removed", |d| {
             d["paths"]["/unified/crm/contacts"]
                 .as_object_mut()

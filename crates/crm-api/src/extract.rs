@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
@@ -114,6 +114,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ItemId {
     }
 }
 
+/// The `{external_id}` path parameter: a contact's external id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ExternalId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        path_param(parts, state, "external_id")
+            .await
+            .map(ExternalId)
+    }
+}
+
 /// A JSON request body checked against its model. Malformed JSON is 400; JSON that does not
 /// fit the model is 422 naming the field; a body over the size limit is 413.
 pub struct JsonBody<T>(pub Write<T>);
@@ -139,6 +153,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "the request body must be JSON, sent with Content-Type: application/json",
             ));
         }
+        let if_match = req
+            .headers()
+            .get(IF_MATCH)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| ApiError::bad_request("If-Match must be an ASCII etag"))
+            })
+            .transpose()?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             let status = rejection.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -147,7 +170,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request(format!("could not read the request body: {rejection}"))
             }
         })?;
-        parse_body(&bytes).map(JsonBody)
+        let mut write = parse_body(&bytes)?;
+        write.if_match = if_match;
+        Ok(JsonBody(write))
     }
 }
 
@@ -167,7 +192,11 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<Write<T>, ApiErro
             ApiError::unprocessable(&field, format!("{field}: {}", e.inner()))
         },
     )?;
-    Ok(Write { body, sent })
+    Ok(Write {
+        body,
+        sent,
+        if_match: None,
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod idempotency;
 pub mod models;
 pub mod openapi;
 pub mod params;
@@ -24,12 +25,18 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 pub use service::{AppState, CrmService};
 
-use handlers::{accounts, contacts, custom_field_definitions as cfd, lists};
+use handlers::{accounts, contacts, custom_field_definitions as cfd, lists, unified_custom_fields};
 
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(contacts::list, contacts::create))
         .routes(routes!(contacts::get, contacts::update, contacts::delete))
+        .routes(routes!(contacts::update_by_external_id))
+        .routes(routes!(contacts::export))
+        .routes(routes!(
+            unified_custom_fields::get,
+            unified_custom_fields::set
+        ))
         .routes(routes!(accounts::list, accounts::create))
         .routes(routes!(accounts::get, accounts::update, accounts::delete))
         .routes(routes!(lists::list, lists::create))
@@ -52,6 +59,10 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
         .with_state(state)
 }
 

@@ -3,7 +3,7 @@
 //! Field names and shapes follow `openapi/crm.yaml`; the conformance diff proves they agree.
 //! Optional fields are skipped when absent rather than sent as `null`.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -91,6 +91,7 @@ pub struct RawResponse {
 
 /// A custom field value on a record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CustomFields {
     /// Unique identifier
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +215,86 @@ pub struct Contact {
     /// Contact custom fields
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_fields: Option<Vec<CustomFields>>,
+    /// The contact's job title
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Co-founder")]
+    pub title: Option<String>,
+    /// The contact's full name
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Steve Wozniak")]
+    pub name: Option<String>,
+    /// How to address the contact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Mr.")]
+    pub salutation: Option<String>,
+    /// The contact's department
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Engineering")]
+    pub department: Option<String>,
+    /// A description of the contact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Designed the Apple I.")]
+    pub description: Option<String>,
+    /// The contact's date of birth
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "1950-08-11")]
+    pub birthday: Option<NaiveDate>,
+    /// Where the contact came from
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Trade show")]
+    pub lead_source: Option<String>,
+    /// The URL of the contact's photo
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "https://example.com/woz.png")]
+    pub photo_url: Option<String>,
+    /// The account (company) the contact belongs to
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<ContactAccountRef>,
+    /// The user who owns the contact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<ContactOwnerRef>,
+    /// The contact's tags
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ContactTag>>,
+    /// The contact's URLs
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<ContactUrl>>,
+    /// The contact's email addresses with their types; kept consistent with `emails`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_addresses: Option<Vec<ContactEmailAddress>>,
+    /// The contact's phone numbers with extension and type; kept consistent with `phone_numbers`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_phone_numbers: Option<Vec<ContactPhoneNumber>>,
+    /// The contact's postal addresses
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<ContactAddress>>,
+    /// An id of the contact in another system, unique within the linked account; the contact can be updated by it
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "ext-2614d72c")]
+    pub external_id: Option<String>,
+    /// When the contact was last active
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2024-01-01T00:00:00.000Z")]
+    pub last_activity_at: Option<DateTime<Utc>>,
+    /// Provider fields outside the unified model, set on write and returned on read
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = nullable_object_schema)]
+    pub remote_fields: Option<JsonObject>,
+    /// When the provider created the contact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2021-01-01T01:01:01.000Z")]
+    pub remote_created_at: Option<DateTime<Utc>>,
+    /// When the provider last updated the contact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2021-01-01T01:01:01.000Z")]
+    pub remote_updated_at: Option<DateTime<Utc>>,
+    /// Whether the provider has deleted the contact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = false)]
+    pub remote_deleted: Option<bool>,
+    /// The version of the contact; changes on every write. Send it back in `If-Match` to update only this version
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// Timestamp when the contact was created
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "2021-01-01T01:01:01.000Z")]
@@ -226,6 +307,7 @@ pub struct Contact {
 
 /// The fields of a contact to create or update.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CrmCreateContactRequestDto {
     /// The contact first name
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +344,219 @@ pub struct CrmCreateContactRequestDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = nullable_object_schema, example = json!({"other_known_names": "John Doe"}))]
     pub passthrough: Option<JsonObject>,
+    /// The contact's job title
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Co-founder")]
+    pub title: Option<String>,
+    /// The contact's full name
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Steve Wozniak")]
+    pub name: Option<String>,
+    /// How to address the contact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Mr.")]
+    pub salutation: Option<String>,
+    /// The contact's department
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Engineering")]
+    pub department: Option<String>,
+    /// A description of the contact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Designed the Apple I.")]
+    pub description: Option<String>,
+    /// The contact's date of birth
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "1950-08-11")]
+    pub birthday: Option<NaiveDate>,
+    /// Where the contact came from
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Trade show")]
+    pub lead_source: Option<String>,
+    /// The URL of the contact's photo
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "https://example.com/woz.png")]
+    pub photo_url: Option<String>,
+    /// The account (company) the contact belongs to
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<ContactAccountRef>,
+    /// The user who owns the contact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<ContactOwnerRef>,
+    /// The contact's tags
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ContactTag>>,
+    /// The contact's URLs
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<ContactUrl>>,
+    /// The contact's email addresses with their types; kept consistent with `emails`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_addresses: Option<Vec<ContactEmailAddress>>,
+    /// The contact's phone numbers with extension and type; kept consistent with `phone_numbers`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_phone_numbers: Option<Vec<ContactPhoneNumber>>,
+    /// The contact's postal addresses
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<ContactAddress>>,
+    /// An id of the contact in another system, unique within the linked account; the contact can be updated by it
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "ext-2614d72c")]
+    pub external_id: Option<String>,
+    /// When the contact was last active
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2024-01-01T00:00:00.000Z")]
+    pub last_activity_at: Option<DateTime<Utc>>,
+    /// Provider fields outside the unified model, set on write and returned on read
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = nullable_object_schema)]
+    pub remote_fields: Option<JsonObject>,
+    /// The contact's id. Optional on update, where it must equal the id of the record being updated (an update never changes an id); not accepted on create
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The version the update applies to, like `If-Match`; when it differs from the current etag the update fails with 412
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+/// A reference to the account (company) of a contact.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactAccountRef {
+    /// The account's id
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The account's name
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Apple Inc.")]
+    pub name: Option<String>,
+}
+
+/// A reference to the user who owns a record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactOwnerRef {
+    /// The owner's id
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// A tag on a contact.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactTag {
+    /// The tag's id
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The tag's name
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "VIP")]
+    pub name: Option<String>,
+}
+
+/// A URL of a contact.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactUrl {
+    /// The URL
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "https://woz.org")]
+    pub url: Option<String>,
+    /// The kind of URL (website, linkedin, ...)
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(example = "website")]
+    pub url_type: Option<String>,
+}
+
+/// An email address of a contact with its type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactEmailAddress {
+    /// The email address
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "steve@apple.com")]
+    pub email: Option<String>,
+    /// The kind of address (work, personal, ...)
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(example = "work")]
+    pub email_type: Option<String>,
+}
+
+/// The kind of a phone number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneType {
+    Phone,
+    Mobile,
+    Fax,
+    Work,
+    Home,
+    Other,
+    Assistant,
+}
+
+/// A phone number of a contact with its extension and type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactPhoneNumber {
+    /// The phone number
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "123-456-7890")]
+    pub number: Option<String>,
+    /// The extension
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "42")]
+    pub extension: Option<String>,
+    /// The kind of phone number
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(inline, example = "mobile")]
+    pub phone_type: Option<PhoneType>,
+}
+
+/// A postal address of a contact.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactAddress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "123 Main Street")]
+    pub street_1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Apt 1")]
+    pub street_2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Cupertino")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "CA")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "95014")]
+    pub postal_code: Option<String>,
+    /// The country subdivision (ISO 3166-2 code or the provider's name)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "US-CA")]
+    pub country_subdivision: Option<String>,
+    /// The country
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "US")]
+    pub country: Option<String>,
+    /// The kind of address (mailing, other, billing, shipping, ...)
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(example = "mailing")]
+    pub address_type: Option<String>,
+}
+
+/// A mapping of unified custom field names to custom field definition names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnifiedCustomFields {
+    /// Unified name → the `name` of a contact custom field definition.
+    #[schema(example = json!({"my_project_custom_field_1": "Training Completion Status"}))]
+    pub mappings: std::collections::BTreeMap<String, String>,
+}
+
+/// The unified custom field mapping of the project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UnifiedCustomFieldsResult {
+    pub data: UnifiedCustomFields,
 }
 
 /// Every ISO 3166-1 alpha-2 country code.
@@ -297,6 +592,7 @@ fn country_code_schema() -> Schema {
 
 /// A country as an ISO 3166-1 alpha-2 code, with the provider's own value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CountryCodeEnum {
     /// The ISO 3166-1 alpha-2 code of the country, or `unmapped_value`.
     #[serde(
@@ -335,6 +631,7 @@ pub enum LocationType {
 
 /// The kind of place an address is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LocationTypeEnum {
     /// The type of the location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -348,6 +645,7 @@ pub struct LocationTypeEnum {
 
 /// A postal address of an account.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AccountAddress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "123 Main Street")]
@@ -420,6 +718,9 @@ pub struct Account {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = json!(["+1 408-996-1010"]))]
     pub phone_numbers: Option<Vec<String>>,
+    /// The version of the account; changes on every write. Send it back in `If-Match` to update only this version
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// Timestamp when the account was created
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "2021-01-01T01:01:01.000Z")]
@@ -432,6 +733,7 @@ pub struct Account {
 
 /// The fields of an account to create or update.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CrmCreateAccountRequestDto {
     /// The account name
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -476,6 +778,7 @@ pub enum ListType {
 
 /// What kind of records a list holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ListTypeEnum {
     /// The type of the list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -518,6 +821,9 @@ pub struct List {
     /// The records on the list
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<ListItem>>,
+    /// The version of the list; changes on every write. Send it back in `If-Match` to update only this version
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// Timestamp when the list was created
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
@@ -531,6 +837,7 @@ pub struct List {
 
 /// The fields of a list to create or update.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CrmCreateListRequestDto {
     /// The list name
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -547,6 +854,7 @@ pub struct CrmCreateListRequestDto {
 
 /// Records to add to a list.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CrmListItemsRequestDto {
     /// The ids of the contacts (or, on a companies list, accounts) to add.
     #[schema(example = json!(["8187e5da-dc77-475e-9949-af0f1fa4e4e3"]))]
@@ -573,6 +881,7 @@ pub enum CustomFieldType {
 
 /// The type of a custom field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CustomFieldTypeEnum {
     /// The type of the custom field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -586,6 +895,7 @@ pub struct CustomFieldTypeEnum {
 
 /// One option of a select custom field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CustomFieldOption {
     /// The option's identifier
     #[schema(example = "1")]
@@ -621,6 +931,7 @@ pub struct CustomFieldDefinition {
 
 /// The fields of a custom field definition to create or update.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CrmCreateCustomFieldDefinitionRequestDto {
     /// The name of the custom field; required on create.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -28,6 +28,8 @@ pub struct CrmQuery {
     pub proxy: JsonObject,
     /// The response fields to keep (`fields=id,first_name`); `None` keeps all.
     pub fields: Option<Vec<String>>,
+    /// The response fields to leave out (`exclude_fields=remote_fields`).
+    pub exclude_fields: Vec<String>,
     /// Extra parts to include (`include=custom_fields`).
     pub include: Vec<String>,
     /// Only records updated after this time (`filter[updated_after]` or `updated_after`).
@@ -44,6 +46,7 @@ impl Default for CrmQuery {
             raw: false,
             proxy: JsonObject::new(),
             fields: None,
+            exclude_fields: Vec::new(),
             include: Vec::new(),
             updated_after: None,
             page_size: DEFAULT_PAGE_SIZE,
@@ -65,6 +68,7 @@ impl CrmQuery {
             match key.as_ref() {
                 "raw" => parsed.raw = parse_bool("raw", &value)?,
                 "fields" => parsed.fields = Some(split_list(&value)),
+                "exclude_fields" => parsed.exclude_fields = split_list(&value),
                 "include" => parsed.include = split_list(&value),
                 "page_size" => parsed.page_size = parse_page_size(&value)?,
                 "next" => next = non_empty(value),
@@ -81,6 +85,12 @@ impl CrmQuery {
                     // APIs do: a newer client must keep working against this server.
                 }
             }
+        }
+        if parsed.fields.is_some() && !parsed.exclude_fields.is_empty() {
+            return Err(ApiError::bad_request(
+                "fields and exclude_fields cannot be sent together: keep fields or leave them out, not both",
+            )
+            .with("parameter", "exclude_fields"));
         }
         parsed.cursor = next.or(page);
         parsed.updated_after = filter_updated_after.or(plain_updated_after);
@@ -181,6 +191,68 @@ pub(crate) struct RecordPath {
     id: String,
 }
 
+/// The idempotency key a POST may carry.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct IdempotencyHeader {
+    /// A key of your choice (at most 255 characters) that makes the request safe to retry: a
+    /// retry with the same key and body within 24 hours returns the first response and
+    /// changes nothing; the same key with another body is 422; a retry while the first
+    /// request is still running is 409.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        max_length = 255,
+        example = "5f1c9a52-6b1b-4a55-8f0b-2d0f4a0b8f9e"
+    )]
+    idempotency_key: Option<String>,
+}
+
+/// The precondition of an update.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct IfMatchHeader {
+    /// Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
+    #[param(
+        rename = "If-Match",
+        nullable = false,
+        example = "\"3f2a9c1b7d4e5f60\""
+    )]
+    if_match: Option<String>,
+}
+
+/// The answer an update prefers.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct PreferHeader {
+    /// `return=minimal` answers 204 with no body; `return=representation` (the default) returns the record.
+    #[param(rename = "Prefer", nullable = false, example = "return=minimal")]
+    prefer: Option<String>,
+}
+
+/// The external id of a contact in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct ExternalIdPath {
+    /// The external id of the contact.
+    #[param(example = "ext-2614d72c")]
+    external_id: String,
+}
+
+/// The parameters of Export Contacts.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct ExportParams {
+    /// Filters on the listed records (`filter[updated_after]=2024-01-01T00:00:00Z`).
+    #[param(style = DeepObject, explode, nullable = false, inline)]
+    filter: Option<ListFilter>,
+}
+
 /// The record on a list in the path.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -213,6 +285,9 @@ pub(crate) struct ReadParams {
     /// A comma-separated list of the response fields to keep, e.g. `id,first_name`.
     #[param(nullable = false, example = "id,first_name,last_name")]
     fields: Option<String>,
+    /// A comma-separated list of response fields to leave out, the inverse of `fields`; sending both is 400.
+    #[param(nullable = false, example = "remote_fields,custom_fields")]
+    exclude_fields: Option<String>,
 }
 
 /// The parameters of the list operations.
@@ -266,6 +341,7 @@ mod tests {
         assert_eq!(q.fields.unwrap(), vec!["id", "first_name"]);
         assert!(q.include.contains(&"custom_fields".to_owned()));
         assert_eq!(q.page_size, 50);
+        assert!(q.exclude_fields.is_empty());
         assert_eq!(q.cursor.as_deref(), Some("abc"));
         assert_eq!(
             q.updated_after.unwrap().to_rfc3339(),
@@ -306,6 +382,7 @@ mod tests {
             "raw=yes",
             "filter[updated_after]=yesterday",
             "updated_after=2024-13-01",
+            "fields=id&exclude_fields=name",
         ] {
             let err = CrmQuery::parse(query).unwrap_err();
             assert_eq!(err.status, 400, "{query}");

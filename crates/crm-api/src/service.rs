@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::models::{
     Account, Contact, CrmCreateAccountRequestDto, CrmCreateContactRequestDto,
     CrmCreateCustomFieldDefinitionRequestDto, CrmCreateListRequestDto, CustomFieldDefinition,
-    JsonObject, List, RawResponse,
+    JsonObject, List, RawResponse, UnifiedCustomFields,
 };
 
 /// An API key as the caller sent it. Its `Debug` never prints the secret.
@@ -57,7 +57,29 @@ pub struct ReadRequest {
 pub struct Write<T> {
     pub body: T,
     pub sent: JsonObject,
+    /// The `If-Match` header: the etag the update applies to (`*` for any).
+    pub if_match: Option<String>,
 }
+
+/// The outcome of claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyClaim {
+    /// The key is new (or expired): run the request, then record its response.
+    Proceed,
+    /// The key was used with the same request: answer what was answered then.
+    Replay(StoredResponse),
+}
+
+/// A response kept for an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A stream of records, read in batches so it runs in constant memory.
+pub type RecordStream<T> = futures::stream::BoxStream<'static, ServiceResult<T>>;
 
 /// A result with the provider calls made to produce it.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +132,46 @@ pub trait CrmService: Send + Sync + 'static {
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Contact>>;
     async fn delete_contact(&self, scope: &AccountScope, id: &str) -> ServiceResult<()>;
+    async fn update_contact_by_external_id(
+        &self,
+        scope: &AccountScope,
+        external_id: &str,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Contact>>;
+    /// Every contact of the linked account, oldest first.
+    async fn export_contacts(
+        &self,
+        scope: &AccountScope,
+        updated_after: Option<DateTime<Utc>>,
+    ) -> ServiceResult<RecordStream<Contact>>;
+
+    async fn get_contact_unified_custom_fields(
+        &self,
+        scope: &AccountScope,
+    ) -> ServiceResult<UnifiedCustomFields>;
+    async fn set_contact_unified_custom_fields(
+        &self,
+        scope: &AccountScope,
+        mapping: UnifiedCustomFields,
+    ) -> ServiceResult<UnifiedCustomFields>;
+
+    /// Claims `key` for a POST whose request is summarised by `fingerprint`. The same key
+    /// with another fingerprint is 422; a key whose first request is still running is 409.
+    async fn claim_idempotency_key(
+        &self,
+        scope: &AccountScope,
+        key: &str,
+        fingerprint: &str,
+    ) -> ServiceResult<IdempotencyClaim>;
+    /// Records the response of a request that claimed `key`.
+    async fn complete_idempotency_key(
+        &self,
+        scope: &AccountScope,
+        key: &str,
+        response: &StoredResponse,
+    ) -> ServiceResult<()>;
+    /// Releases `key` after a failure that must not be replayed (a server error).
+    async fn release_idempotency_key(&self, scope: &AccountScope, key: &str) -> ServiceResult<()>;
 
     async fn list_accounts(
         &self,

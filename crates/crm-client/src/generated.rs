@@ -27,6 +27,9 @@ pub mod types {
         ///The account description
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub description: ::std::option::Option<::std::string::String>,
+        ///The version of the account; changes on every write. Send it back in `If-Match` to update only this version
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub etag: ::std::option::Option<::std::string::String>,
         ///Unique identifier
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<::std::string::String>,
@@ -67,6 +70,7 @@ pub mod types {
     }
     ///A postal address of an account.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct AccountAddress {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub city: ::std::option::Option<::std::string::String>,
@@ -122,9 +126,18 @@ pub mod types {
     ///A person in the connected CRM.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     pub struct Contact {
+        ///The account (company) the contact belongs to
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub account: ::std::option::Option<ContactAccountRef>,
         ///List of associated account IDs
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub account_ids: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///The contact's postal addresses
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub addresses: ::std::option::Option<::std::vec::Vec<ContactAddress>>,
+        ///The contact's date of birth
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub birthday: ::std::option::Option<::chrono::naive::NaiveDate>,
         ///The contact company name
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub company_name: ::std::option::Option<::std::string::String>,
@@ -137,34 +150,98 @@ pub mod types {
         ///List of associated deal IDs
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub deal_ids: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///The contact's department
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub department: ::std::option::Option<::std::string::String>,
+        ///A description of the contact
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub description: ::std::option::Option<::std::string::String>,
+        ///The contact's email addresses with their types; kept consistent with `emails`
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub email_addresses: ::std::option::Option<::std::vec::Vec<ContactEmailAddress>>,
         ///List of contact email addresses
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub emails: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///The version of the contact; changes on every write. Send it back in `If-Match` to update only this version
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub etag: ::std::option::Option<::std::string::String>,
+        ///An id of the contact in another system, unique within the linked account; the contact can be updated by it
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub external_id: ::std::option::Option<::std::string::String>,
         ///The contact first name
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub first_name: ::std::option::Option<::std::string::String>,
         ///Unique identifier
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<::std::string::String>,
+        ///When the contact was last active
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_activity_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
         ///The contact last name
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub last_name: ::std::option::Option<::std::string::String>,
+        ///Where the contact came from
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub lead_source: ::std::option::Option<::std::string::String>,
+        ///The contact's full name
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub name: ::std::option::Option<::std::string::String>,
+        ///The user who owns the contact
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub owner: ::std::option::Option<ContactOwnerRef>,
         ///List of contact phone numbers
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub phone_numbers: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///The URL of the contact's photo
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub photo_url: ::std::option::Option<::std::string::String>,
         ///Provider's list of associated account IDs
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub remote_account_ids: ::std::option::Option<
             ::std::vec::Vec<::std::string::String>,
+        >,
+        ///When the provider created the contact
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub remote_created_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
         >,
         ///Provider's list of associated deal IDs
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub remote_deal_ids: ::std::option::Option<
             ::std::vec::Vec<::std::string::String>,
         >,
+        ///Whether the provider has deleted the contact
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub remote_deleted: ::std::option::Option<bool>,
+        ///Provider fields outside the unified model, set on write and returned on read
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub remote_fields: ::std::option::Option<
+            ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        >,
         ///Provider's unique identifier
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub remote_id: ::std::option::Option<::std::string::String>,
+        ///When the provider last updated the contact
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub remote_updated_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
+        ///How to address the contact
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub salutation: ::std::option::Option<::std::string::String>,
+        ///The contact's tags
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub tags: ::std::option::Option<::std::vec::Vec<ContactTag>>,
+        ///The contact's job title
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub title: ::std::option::Option<::std::string::String>,
+        ///The contact's phone numbers with extension and type; kept consistent with `phone_numbers`
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub typed_phone_numbers: ::std::option::Option<
+            ::std::vec::Vec<ContactPhoneNumber>,
+        >,
         ///Custom Unified Fields configured in your project
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub unified_custom_fields: ::std::option::Option<
@@ -173,10 +250,181 @@ pub mod types {
         ///Timestamp when the contact was last updated
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+        ///The contact's URLs
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub urls: ::std::option::Option<::std::vec::Vec<ContactUrl>>,
     }
     impl Contact {
         pub fn builder() -> builder::Contact {
             Default::default()
+        }
+    }
+    ///A reference to the account (company) of a contact.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ContactAccountRef {
+        ///The account's id
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub id: ::std::option::Option<::std::string::String>,
+        ///The account's name
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub name: ::std::option::Option<::std::string::String>,
+    }
+    impl ContactAccountRef {
+        pub fn builder() -> builder::ContactAccountRef {
+            Default::default()
+        }
+    }
+    ///A postal address of a contact.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ContactAddress {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub city: ::std::option::Option<::std::string::String>,
+        ///The country
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub country: ::std::option::Option<::std::string::String>,
+        ///The country subdivision (ISO 3166-2 code or the provider's name)
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub country_subdivision: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub postal_code: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub state: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub street_1: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub street_2: ::std::option::Option<::std::string::String>,
+        ///The kind of address (mailing, other, billing, shipping, ...)
+        #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        pub type_: ::std::option::Option<::std::string::String>,
+    }
+    impl ContactAddress {
+        pub fn builder() -> builder::ContactAddress {
+            Default::default()
+        }
+    }
+    ///An email address of a contact with its type.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ContactEmailAddress {
+        ///The email address
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub email: ::std::option::Option<::std::string::String>,
+        ///The kind of address (work, personal, ...)
+        #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        pub type_: ::std::option::Option<::std::string::String>,
+    }
+    impl ContactEmailAddress {
+        pub fn builder() -> builder::ContactEmailAddress {
+            Default::default()
+        }
+    }
+    ///A reference to the user who owns a record.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ContactOwnerRef {
+        ///The owner's id
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub id: ::std::option::Option<::std::string::String>,
+    }
+    impl ContactOwnerRef {
+        pub fn builder() -> builder::ContactOwnerRef {
+            Default::default()
+        }
+    }
+    ///A phone number of a contact with its extension and type.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ContactPhoneNumber {
+        ///The extension
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub extension: ::std::option::Option<::std::string::String>,
+        ///The phone number
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub number: ::std::option::Option<::std::string::String>,
+        ///The kind of phone number
+        #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        pub type_: ::std::option::Option<ContactPhoneNumberType>,
+    }
+    impl ContactPhoneNumber {
+        pub fn builder() -> builder::ContactPhoneNumber {
+            Default::default()
+        }
+    }
+    ///The kind of phone number
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum ContactPhoneNumberType {
+        #[serde(rename = "phone")]
+        Phone,
+        #[serde(rename = "mobile")]
+        Mobile,
+        #[serde(rename = "fax")]
+        Fax,
+        #[serde(rename = "work")]
+        Work,
+        #[serde(rename = "home")]
+        Home,
+        #[serde(rename = "other")]
+        Other,
+        #[serde(rename = "assistant")]
+        Assistant,
+    }
+    impl ::std::fmt::Display for ContactPhoneNumberType {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Phone => f.write_str("phone"),
+                Self::Mobile => f.write_str("mobile"),
+                Self::Fax => f.write_str("fax"),
+                Self::Work => f.write_str("work"),
+                Self::Home => f.write_str("home"),
+                Self::Other => f.write_str("other"),
+                Self::Assistant => f.write_str("assistant"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for ContactPhoneNumberType {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "phone" => Ok(Self::Phone),
+                "mobile" => Ok(Self::Mobile),
+                "fax" => Ok(Self::Fax),
+                "work" => Ok(Self::Work),
+                "home" => Ok(Self::Home),
+                "other" => Ok(Self::Other),
+                "assistant" => Ok(Self::Assistant),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for ContactPhoneNumberType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for ContactPhoneNumberType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
         }
     }
     ///One contact.
@@ -189,6 +437,38 @@ pub mod types {
     }
     impl ContactResult {
         pub fn builder() -> builder::ContactResult {
+            Default::default()
+        }
+    }
+    ///A tag on a contact.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ContactTag {
+        ///The tag's id
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub id: ::std::option::Option<::std::string::String>,
+        ///The tag's name
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub name: ::std::option::Option<::std::string::String>,
+    }
+    impl ContactTag {
+        pub fn builder() -> builder::ContactTag {
+            Default::default()
+        }
+    }
+    ///A URL of a contact.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ContactUrl {
+        ///The kind of URL (website, linkedin, ...)
+        #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        pub type_: ::std::option::Option<::std::string::String>,
+        ///The URL
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub url: ::std::option::Option<::std::string::String>,
+    }
+    impl ContactUrl {
+        pub fn builder() -> builder::ContactUrl {
             Default::default()
         }
     }
@@ -210,6 +490,7 @@ pub mod types {
     }
     ///A country as an ISO 3166-1 alpha-2 code, with the provider's own value.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct CountryCodeEnum {
         ///The provider's own value.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1305,8 +1586,119 @@ pub mod types {
             value.parse()
         }
     }
+    ///`CrmAddListItemsIdempotencyKey`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmAddListItemsIdempotencyKey(::std::string::String);
+    impl ::std::ops::Deref for CrmAddListItemsIdempotencyKey {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmAddListItemsIdempotencyKey> for ::std::string::String {
+        fn from(value: CrmAddListItemsIdempotencyKey) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmAddListItemsIdempotencyKey {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 255usize {
+                return Err("longer than 255 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmAddListItemsIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmAddListItemsIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmAddListItemsIdempotencyKey {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmCreateAccountIdempotencyKey`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmCreateAccountIdempotencyKey(::std::string::String);
+    impl ::std::ops::Deref for CrmCreateAccountIdempotencyKey {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmCreateAccountIdempotencyKey> for ::std::string::String {
+        fn from(value: CrmCreateAccountIdempotencyKey) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmCreateAccountIdempotencyKey {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 255usize {
+                return Err("longer than 255 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmCreateAccountIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmCreateAccountIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmCreateAccountIdempotencyKey {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
     ///The fields of an account to create or update.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct CrmCreateAccountRequestDto {
         ///The account's addresses
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1343,12 +1735,145 @@ pub mod types {
             Default::default()
         }
     }
-    ///The fields of a contact to create or update.
+    ///`CrmCreateContactCustomFieldDefinitionIdempotencyKey`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmCreateContactCustomFieldDefinitionIdempotencyKey(
+        ::std::string::String,
+    );
+    impl ::std::ops::Deref for CrmCreateContactCustomFieldDefinitionIdempotencyKey {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmCreateContactCustomFieldDefinitionIdempotencyKey>
+    for ::std::string::String {
+        fn from(value: CrmCreateContactCustomFieldDefinitionIdempotencyKey) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmCreateContactCustomFieldDefinitionIdempotencyKey {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 255usize {
+                return Err("longer than 255 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str>
+    for CrmCreateContactCustomFieldDefinitionIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmCreateContactCustomFieldDefinitionIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de>
+    for CrmCreateContactCustomFieldDefinitionIdempotencyKey {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmCreateContactIdempotencyKey`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmCreateContactIdempotencyKey(::std::string::String);
+    impl ::std::ops::Deref for CrmCreateContactIdempotencyKey {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmCreateContactIdempotencyKey> for ::std::string::String {
+        fn from(value: CrmCreateContactIdempotencyKey) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmCreateContactIdempotencyKey {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 255usize {
+                return Err("longer than 255 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmCreateContactIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmCreateContactIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmCreateContactIdempotencyKey {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    /**The fields of a contact to create or update. `last_name` is required on create.
+A field that is not part of the model is rejected (422); provider-specific values go
+in `passthrough` (handed to the provider) or `remote_fields` (kept on the record).
+
+`emails` and `email_addresses` describe the same addresses, as do `phone_numbers`
+and `typed_phone_numbers`: a write to either is visible in both. When a write sends
+only the plain list, entries that keep an address keep its type and new ones have
+none; when it sends both, they must list the same addresses in the same order.
+*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct CrmCreateContactRequestDto {
+        ///The account (company) the contact belongs to
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub account: ::std::option::Option<ContactAccountRef>,
         ///List of associated account IDs
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub account_ids: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///The contact's postal addresses
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub addresses: ::std::option::Option<::std::vec::Vec<ContactAddress>>,
+        ///The contact's date of birth
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub birthday: ::std::option::Option<::chrono::naive::NaiveDate>,
         ///The contact company name
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub company_name: ::std::option::Option<::std::string::String>,
@@ -1358,15 +1883,47 @@ pub mod types {
         ///List of associated deal IDs
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub deal_ids: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///The contact's department
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub department: ::std::option::Option<::std::string::String>,
+        ///A description of the contact
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub description: ::std::option::Option<::std::string::String>,
+        ///The contact's email addresses with their types; kept consistent with `emails`
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub email_addresses: ::std::option::Option<::std::vec::Vec<ContactEmailAddress>>,
         ///List of contact email addresses
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub emails: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///The version the update applies to, like `If-Match`; when it differs from the current etag the update fails with 412
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub etag: ::std::option::Option<::std::string::String>,
+        ///An id of the contact in another system, unique within the linked account; the contact can be updated by it
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub external_id: ::std::option::Option<::std::string::String>,
         ///The contact first name
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub first_name: ::std::option::Option<::std::string::String>,
+        ///The contact's id. Optional on update, where it must equal the id of the record being updated (an update never changes an id); not accepted on create
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub id: ::std::option::Option<::std::string::String>,
+        ///When the contact was last active
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_activity_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
         ///The contact last name
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub last_name: ::std::option::Option<::std::string::String>,
+        ///Where the contact came from
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub lead_source: ::std::option::Option<::std::string::String>,
+        ///The contact's full name
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub name: ::std::option::Option<::std::string::String>,
+        ///The user who owns the contact
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub owner: ::std::option::Option<ContactOwnerRef>,
         ///Value to pass through to the provider
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub passthrough: ::std::option::Option<
@@ -1375,6 +1932,31 @@ pub mod types {
         ///List of contact phone numbers
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub phone_numbers: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///The URL of the contact's photo
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub photo_url: ::std::option::Option<::std::string::String>,
+        ///Provider fields outside the unified model, set on write and returned on read
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub remote_fields: ::std::option::Option<
+            ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        >,
+        ///How to address the contact
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub salutation: ::std::option::Option<::std::string::String>,
+        ///The contact's tags
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub tags: ::std::option::Option<::std::vec::Vec<ContactTag>>,
+        ///The contact's job title
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub title: ::std::option::Option<::std::string::String>,
+        ///The contact's phone numbers with extension and type; kept consistent with `phone_numbers`
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub typed_phone_numbers: ::std::option::Option<
+            ::std::vec::Vec<ContactPhoneNumber>,
+        >,
+        ///The contact's URLs
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub urls: ::std::option::Option<::std::vec::Vec<ContactUrl>>,
     }
     impl CrmCreateContactRequestDto {
         pub fn builder() -> builder::CrmCreateContactRequestDto {
@@ -1383,6 +1965,7 @@ pub mod types {
     }
     ///The fields of a custom field definition to create or update.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct CrmCreateCustomFieldDefinitionRequestDto {
         ///What the custom field holds
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1407,8 +1990,63 @@ pub mod types {
             Default::default()
         }
     }
+    ///`CrmCreateListIdempotencyKey`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmCreateListIdempotencyKey(::std::string::String);
+    impl ::std::ops::Deref for CrmCreateListIdempotencyKey {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmCreateListIdempotencyKey> for ::std::string::String {
+        fn from(value: CrmCreateListIdempotencyKey) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmCreateListIdempotencyKey {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 255usize {
+                return Err("longer than 255 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmCreateListIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for CrmCreateListIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmCreateListIdempotencyKey {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
     ///The fields of a list to create or update.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct CrmCreateListRequestDto {
         ///The list name
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1429,6 +2067,7 @@ pub mod types {
     }
     ///Records to add to a list.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
     pub struct CrmListItemsRequestDto {
         ///The ids of the contacts (or, on a companies list, accounts) to add.
         pub item_ids: ::std::vec::Vec<::std::string::String>,
@@ -1496,6 +2135,7 @@ pub mod types {
     }
     ///One option of a select custom field.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
     pub struct CustomFieldOption {
         ///The option's identifier
         pub id: ::std::string::String,
@@ -1544,6 +2184,7 @@ pub mod types {
     }
     ///The type of a custom field.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct CustomFieldTypeEnum {
         ///The provider's own value.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1689,6 +2330,7 @@ pub mod types {
     }
     ///A custom field value on a record.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct CustomFields {
         ///Unique identifier
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1779,6 +2421,9 @@ pub mod types {
         ///Timestamp when the list was created
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+        ///The version of the list; changes on every write. Send it back in `If-Match` to update only this version
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub etag: ::std::option::Option<::std::string::String>,
         ///Unique identifier
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<::std::string::String>,
@@ -1838,6 +2483,7 @@ pub mod types {
     }
     ///What kind of records a list holds.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct ListTypeEnum {
         ///The provider's own value.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1967,6 +2613,7 @@ pub mod types {
     }
     ///The kind of place an address is.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct LocationTypeEnum {
         ///The provider's own value.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2163,6 +2810,31 @@ pub mod types {
             Self::Array(value)
         }
     }
+    ///A mapping of unified custom field names to custom field definition names.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct UnifiedCustomFields {
+        ///Unified name → the `name` of a contact custom field definition.
+        pub mappings: ::std::collections::HashMap<
+            ::std::string::String,
+            ::std::string::String,
+        >,
+    }
+    impl UnifiedCustomFields {
+        pub fn builder() -> builder::UnifiedCustomFields {
+            Default::default()
+        }
+    }
+    ///The unified custom field mapping of the project.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct UnifiedCustomFieldsResult {
+        pub data: UnifiedCustomFields,
+    }
+    impl UnifiedCustomFieldsResult {
+        pub fn builder() -> builder::UnifiedCustomFieldsResult {
+            Default::default()
+        }
+    }
     /// Types for composing complex structures.
     pub mod builder {
         #[derive(Clone, Debug)]
@@ -2180,6 +2852,10 @@ pub mod types {
                 ::std::string::String,
             >,
             description: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            etag: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
@@ -2233,6 +2909,7 @@ pub mod types {
                     annual_revenue: Ok(Default::default()),
                     created_at: Ok(Default::default()),
                     description: Ok(Default::default()),
+                    etag: Ok(Default::default()),
                     id: Ok(Default::default()),
                     industries: Ok(Default::default()),
                     name: Ok(Default::default()),
@@ -2298,6 +2975,18 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for description: {e}")
+                    });
+                self
+            }
+            pub fn etag<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.etag = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for etag: {e}")
                     });
                 self
             }
@@ -2444,6 +3133,7 @@ pub mod types {
                     annual_revenue: value.annual_revenue?,
                     created_at: value.created_at?,
                     description: value.description?,
+                    etag: value.etag?,
                     id: value.id?,
                     industries: value.industries?,
                     name: value.name?,
@@ -2464,6 +3154,7 @@ pub mod types {
                     annual_revenue: Ok(value.annual_revenue),
                     created_at: Ok(value.created_at),
                     description: Ok(value.description),
+                    etag: Ok(value.etag),
                     id: Ok(value.id),
                     industries: Ok(value.industries),
                     name: Ok(value.name),
@@ -2790,8 +3481,20 @@ pub mod types {
         }
         #[derive(Clone, Debug)]
         pub struct Contact {
+            account: ::std::result::Result<
+                ::std::option::Option<super::ContactAccountRef>,
+                ::std::string::String,
+            >,
             account_ids: ::std::result::Result<
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                ::std::string::String,
+            >,
+            addresses: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactAddress>>,
+                ::std::string::String,
+            >,
+            birthday: ::std::result::Result<
+                ::std::option::Option<::chrono::naive::NaiveDate>,
                 ::std::string::String,
             >,
             company_name: ::std::result::Result<
@@ -2810,8 +3513,28 @@ pub mod types {
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
                 ::std::string::String,
             >,
+            department: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            description: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            email_addresses: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactEmailAddress>>,
+                ::std::string::String,
+            >,
             emails: ::std::result::Result<
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                ::std::string::String,
+            >,
+            etag: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            external_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
             first_name: ::std::result::Result<
@@ -2822,24 +3545,78 @@ pub mod types {
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            last_activity_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
             last_name: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            lead_source: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            name: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            owner: ::std::result::Result<
+                ::std::option::Option<super::ContactOwnerRef>,
                 ::std::string::String,
             >,
             phone_numbers: ::std::result::Result<
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
                 ::std::string::String,
             >,
+            photo_url: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
             remote_account_ids: ::std::result::Result<
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                ::std::string::String,
+            >,
+            remote_created_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
                 ::std::string::String,
             >,
             remote_deal_ids: ::std::result::Result<
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
                 ::std::string::String,
             >,
+            remote_deleted: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            remote_fields: ::std::result::Result<
+                ::std::option::Option<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                ::std::string::String,
+            >,
             remote_id: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            remote_updated_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
+            salutation: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            tags: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactTag>>,
+                ::std::string::String,
+            >,
+            title: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            typed_phone_numbers: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactPhoneNumber>>,
                 ::std::string::String,
             >,
             unified_custom_fields: ::std::result::Result<
@@ -2852,29 +3629,69 @@ pub mod types {
                 ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
                 ::std::string::String,
             >,
+            urls: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactUrl>>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Contact {
             fn default() -> Self {
                 Self {
+                    account: Ok(Default::default()),
                     account_ids: Ok(Default::default()),
+                    addresses: Ok(Default::default()),
+                    birthday: Ok(Default::default()),
                     company_name: Ok(Default::default()),
                     created_at: Ok(Default::default()),
                     custom_fields: Ok(Default::default()),
                     deal_ids: Ok(Default::default()),
+                    department: Ok(Default::default()),
+                    description: Ok(Default::default()),
+                    email_addresses: Ok(Default::default()),
                     emails: Ok(Default::default()),
+                    etag: Ok(Default::default()),
+                    external_id: Ok(Default::default()),
                     first_name: Ok(Default::default()),
                     id: Ok(Default::default()),
+                    last_activity_at: Ok(Default::default()),
                     last_name: Ok(Default::default()),
+                    lead_source: Ok(Default::default()),
+                    name: Ok(Default::default()),
+                    owner: Ok(Default::default()),
                     phone_numbers: Ok(Default::default()),
+                    photo_url: Ok(Default::default()),
                     remote_account_ids: Ok(Default::default()),
+                    remote_created_at: Ok(Default::default()),
                     remote_deal_ids: Ok(Default::default()),
+                    remote_deleted: Ok(Default::default()),
+                    remote_fields: Ok(Default::default()),
                     remote_id: Ok(Default::default()),
+                    remote_updated_at: Ok(Default::default()),
+                    salutation: Ok(Default::default()),
+                    tags: Ok(Default::default()),
+                    title: Ok(Default::default()),
+                    typed_phone_numbers: Ok(Default::default()),
                     unified_custom_fields: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    urls: Ok(Default::default()),
                 }
             }
         }
         impl Contact {
+            pub fn account<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::ContactAccountRef>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.account = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for account: {e}")
+                    });
+                self
+            }
             pub fn account_ids<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<
@@ -2886,6 +3703,34 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for account_ids: {e}")
+                    });
+                self
+            }
+            pub fn addresses<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactAddress>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.addresses = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for addresses: {e}")
+                    });
+                self
+            }
+            pub fn birthday<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::naive::NaiveDate>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.birthday = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for birthday: {e}")
                     });
                 self
             }
@@ -2943,6 +3788,46 @@ pub mod types {
                     });
                 self
             }
+            pub fn department<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.department = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for department: {e}")
+                    });
+                self
+            }
+            pub fn description<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.description = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for description: {e}")
+                    });
+                self
+            }
+            pub fn email_addresses<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactEmailAddress>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.email_addresses = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for email_addresses: {e}"
+                        )
+                    });
+                self
+            }
             pub fn emails<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<
@@ -2954,6 +3839,30 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for emails: {e}")
+                    });
+                self
+            }
+            pub fn etag<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.etag = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for etag: {e}")
+                    });
+                self
+            }
+            pub fn external_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.external_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for external_id: {e}")
                     });
                 self
             }
@@ -2979,6 +3888,22 @@ pub mod types {
                     .map_err(|e| format!("error converting supplied value for id: {e}"));
                 self
             }
+            pub fn last_activity_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.last_activity_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for last_activity_at: {e}"
+                        )
+                    });
+                self
+            }
             pub fn last_name<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
@@ -2988,6 +3913,44 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for last_name: {e}")
+                    });
+                self
+            }
+            pub fn lead_source<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.lead_source = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for lead_source: {e}")
+                    });
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+            pub fn owner<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::ContactOwnerRef>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.owner = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for owner: {e}")
                     });
                 self
             }
@@ -3005,6 +3968,18 @@ pub mod types {
                     });
                 self
             }
+            pub fn photo_url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.photo_url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for photo_url: {e}")
+                    });
+                self
+            }
             pub fn remote_account_ids<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<
@@ -3017,6 +3992,22 @@ pub mod types {
                     .map_err(|e| {
                         format!(
                             "error converting supplied value for remote_account_ids: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn remote_created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.remote_created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for remote_created_at: {e}"
                         )
                     });
                 self
@@ -3037,6 +4028,36 @@ pub mod types {
                     });
                 self
             }
+            pub fn remote_deleted<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.remote_deleted = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for remote_deleted: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn remote_fields<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<
+                        ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.remote_fields = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for remote_fields: {e}")
+                    });
+                self
+            }
             pub fn remote_id<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
@@ -3046,6 +4067,76 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for remote_id: {e}")
+                    });
+                self
+            }
+            pub fn remote_updated_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.remote_updated_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for remote_updated_at: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn salutation<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.salutation = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for salutation: {e}")
+                    });
+                self
+            }
+            pub fn tags<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactTag>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tags = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for tags: {e}")
+                    });
+                self
+            }
+            pub fn title<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.title = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for title: {e}")
+                    });
+                self
+            }
+            pub fn typed_phone_numbers<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactPhoneNumber>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.typed_phone_numbers = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for typed_phone_numbers: {e}"
+                        )
                     });
                 self
             }
@@ -3081,6 +4172,20 @@ pub mod types {
                     });
                 self
             }
+            pub fn urls<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactUrl>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.urls = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for urls: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Contact> for super::Contact {
             type Error = super::error::ConversionError;
@@ -3088,42 +4193,515 @@ pub mod types {
                 value: Contact,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
+                    account: value.account?,
                     account_ids: value.account_ids?,
+                    addresses: value.addresses?,
+                    birthday: value.birthday?,
                     company_name: value.company_name?,
                     created_at: value.created_at?,
                     custom_fields: value.custom_fields?,
                     deal_ids: value.deal_ids?,
+                    department: value.department?,
+                    description: value.description?,
+                    email_addresses: value.email_addresses?,
                     emails: value.emails?,
+                    etag: value.etag?,
+                    external_id: value.external_id?,
                     first_name: value.first_name?,
                     id: value.id?,
+                    last_activity_at: value.last_activity_at?,
                     last_name: value.last_name?,
+                    lead_source: value.lead_source?,
+                    name: value.name?,
+                    owner: value.owner?,
                     phone_numbers: value.phone_numbers?,
+                    photo_url: value.photo_url?,
                     remote_account_ids: value.remote_account_ids?,
+                    remote_created_at: value.remote_created_at?,
                     remote_deal_ids: value.remote_deal_ids?,
+                    remote_deleted: value.remote_deleted?,
+                    remote_fields: value.remote_fields?,
                     remote_id: value.remote_id?,
+                    remote_updated_at: value.remote_updated_at?,
+                    salutation: value.salutation?,
+                    tags: value.tags?,
+                    title: value.title?,
+                    typed_phone_numbers: value.typed_phone_numbers?,
                     unified_custom_fields: value.unified_custom_fields?,
                     updated_at: value.updated_at?,
+                    urls: value.urls?,
                 })
             }
         }
         impl ::std::convert::From<super::Contact> for Contact {
             fn from(value: super::Contact) -> Self {
                 Self {
+                    account: Ok(value.account),
                     account_ids: Ok(value.account_ids),
+                    addresses: Ok(value.addresses),
+                    birthday: Ok(value.birthday),
                     company_name: Ok(value.company_name),
                     created_at: Ok(value.created_at),
                     custom_fields: Ok(value.custom_fields),
                     deal_ids: Ok(value.deal_ids),
+                    department: Ok(value.department),
+                    description: Ok(value.description),
+                    email_addresses: Ok(value.email_addresses),
                     emails: Ok(value.emails),
+                    etag: Ok(value.etag),
+                    external_id: Ok(value.external_id),
                     first_name: Ok(value.first_name),
                     id: Ok(value.id),
+                    last_activity_at: Ok(value.last_activity_at),
                     last_name: Ok(value.last_name),
+                    lead_source: Ok(value.lead_source),
+                    name: Ok(value.name),
+                    owner: Ok(value.owner),
                     phone_numbers: Ok(value.phone_numbers),
+                    photo_url: Ok(value.photo_url),
                     remote_account_ids: Ok(value.remote_account_ids),
+                    remote_created_at: Ok(value.remote_created_at),
                     remote_deal_ids: Ok(value.remote_deal_ids),
+                    remote_deleted: Ok(value.remote_deleted),
+                    remote_fields: Ok(value.remote_fields),
                     remote_id: Ok(value.remote_id),
+                    remote_updated_at: Ok(value.remote_updated_at),
+                    salutation: Ok(value.salutation),
+                    tags: Ok(value.tags),
+                    title: Ok(value.title),
+                    typed_phone_numbers: Ok(value.typed_phone_numbers),
                     unified_custom_fields: Ok(value.unified_custom_fields),
                     updated_at: Ok(value.updated_at),
+                    urls: Ok(value.urls),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ContactAccountRef {
+            id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            name: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ContactAccountRef {
+            fn default() -> Self {
+                Self {
+                    id: Ok(Default::default()),
+                    name: Ok(Default::default()),
+                }
+            }
+        }
+        impl ContactAccountRef {
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ContactAccountRef> for super::ContactAccountRef {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ContactAccountRef,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    id: value.id?,
+                    name: value.name?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ContactAccountRef> for ContactAccountRef {
+            fn from(value: super::ContactAccountRef) -> Self {
+                Self {
+                    id: Ok(value.id),
+                    name: Ok(value.name),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ContactAddress {
+            city: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            country: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            country_subdivision: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            postal_code: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            state: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            street_1: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            street_2: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            type_: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ContactAddress {
+            fn default() -> Self {
+                Self {
+                    city: Ok(Default::default()),
+                    country: Ok(Default::default()),
+                    country_subdivision: Ok(Default::default()),
+                    postal_code: Ok(Default::default()),
+                    state: Ok(Default::default()),
+                    street_1: Ok(Default::default()),
+                    street_2: Ok(Default::default()),
+                    type_: Ok(Default::default()),
+                }
+            }
+        }
+        impl ContactAddress {
+            pub fn city<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.city = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for city: {e}")
+                    });
+                self
+            }
+            pub fn country<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.country = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for country: {e}")
+                    });
+                self
+            }
+            pub fn country_subdivision<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.country_subdivision = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for country_subdivision: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn postal_code<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.postal_code = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for postal_code: {e}")
+                    });
+                self
+            }
+            pub fn state<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.state = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for state: {e}")
+                    });
+                self
+            }
+            pub fn street_1<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.street_1 = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for street_1: {e}")
+                    });
+                self
+            }
+            pub fn street_2<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.street_2 = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for street_2: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ContactAddress> for super::ContactAddress {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ContactAddress,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    city: value.city?,
+                    country: value.country?,
+                    country_subdivision: value.country_subdivision?,
+                    postal_code: value.postal_code?,
+                    state: value.state?,
+                    street_1: value.street_1?,
+                    street_2: value.street_2?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ContactAddress> for ContactAddress {
+            fn from(value: super::ContactAddress) -> Self {
+                Self {
+                    city: Ok(value.city),
+                    country: Ok(value.country),
+                    country_subdivision: Ok(value.country_subdivision),
+                    postal_code: Ok(value.postal_code),
+                    state: Ok(value.state),
+                    street_1: Ok(value.street_1),
+                    street_2: Ok(value.street_2),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ContactEmailAddress {
+            email: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            type_: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ContactEmailAddress {
+            fn default() -> Self {
+                Self {
+                    email: Ok(Default::default()),
+                    type_: Ok(Default::default()),
+                }
+            }
+        }
+        impl ContactEmailAddress {
+            pub fn email<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.email = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for email: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ContactEmailAddress>
+        for super::ContactEmailAddress {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ContactEmailAddress,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    email: value.email?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ContactEmailAddress> for ContactEmailAddress {
+            fn from(value: super::ContactEmailAddress) -> Self {
+                Self {
+                    email: Ok(value.email),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ContactOwnerRef {
+            id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ContactOwnerRef {
+            fn default() -> Self {
+                Self { id: Ok(Default::default()) }
+            }
+        }
+        impl ContactOwnerRef {
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ContactOwnerRef> for super::ContactOwnerRef {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ContactOwnerRef,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { id: value.id? })
+            }
+        }
+        impl ::std::convert::From<super::ContactOwnerRef> for ContactOwnerRef {
+            fn from(value: super::ContactOwnerRef) -> Self {
+                Self { id: Ok(value.id) }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ContactPhoneNumber {
+            extension: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            number: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            type_: ::std::result::Result<
+                ::std::option::Option<super::ContactPhoneNumberType>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ContactPhoneNumber {
+            fn default() -> Self {
+                Self {
+                    extension: Ok(Default::default()),
+                    number: Ok(Default::default()),
+                    type_: Ok(Default::default()),
+                }
+            }
+        }
+        impl ContactPhoneNumber {
+            pub fn extension<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extension = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extension: {e}")
+                    });
+                self
+            }
+            pub fn number<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.number = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for number: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::ContactPhoneNumberType>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ContactPhoneNumber> for super::ContactPhoneNumber {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ContactPhoneNumber,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    extension: value.extension?,
+                    number: value.number?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ContactPhoneNumber> for ContactPhoneNumber {
+            fn from(value: super::ContactPhoneNumber) -> Self {
+                Self {
+                    extension: Ok(value.extension),
+                    number: Ok(value.number),
+                    type_: Ok(value.type_),
                 }
             }
         }
@@ -3187,6 +4765,132 @@ pub mod types {
                 Self {
                     data: Ok(value.data),
                     raw: Ok(value.raw),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ContactTag {
+            id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            name: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ContactTag {
+            fn default() -> Self {
+                Self {
+                    id: Ok(Default::default()),
+                    name: Ok(Default::default()),
+                }
+            }
+        }
+        impl ContactTag {
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ContactTag> for super::ContactTag {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ContactTag,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    id: value.id?,
+                    name: value.name?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ContactTag> for ContactTag {
+            fn from(value: super::ContactTag) -> Self {
+                Self {
+                    id: Ok(value.id),
+                    name: Ok(value.name),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ContactUrl {
+            type_: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            url: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ContactUrl {
+            fn default() -> Self {
+                Self {
+                    type_: Ok(Default::default()),
+                    url: Ok(Default::default()),
+                }
+            }
+        }
+        impl ContactUrl {
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+            pub fn url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for url: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ContactUrl> for super::ContactUrl {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ContactUrl,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    type_: value.type_?,
+                    url: value.url?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ContactUrl> for ContactUrl {
+            fn from(value: super::ContactUrl) -> Self {
+                Self {
+                    type_: Ok(value.type_),
+                    url: Ok(value.url),
                 }
             }
         }
@@ -3558,8 +5262,20 @@ pub mod types {
         }
         #[derive(Clone, Debug)]
         pub struct CrmCreateContactRequestDto {
+            account: ::std::result::Result<
+                ::std::option::Option<super::ContactAccountRef>,
+                ::std::string::String,
+            >,
             account_ids: ::std::result::Result<
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                ::std::string::String,
+            >,
+            addresses: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactAddress>>,
+                ::std::string::String,
+            >,
+            birthday: ::std::result::Result<
+                ::std::option::Option<::chrono::naive::NaiveDate>,
                 ::std::string::String,
             >,
             company_name: ::std::result::Result<
@@ -3574,16 +5290,56 @@ pub mod types {
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
                 ::std::string::String,
             >,
+            department: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            description: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            email_addresses: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactEmailAddress>>,
+                ::std::string::String,
+            >,
             emails: ::std::result::Result<
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                ::std::string::String,
+            >,
+            etag: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            external_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
             first_name: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            last_activity_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
             last_name: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            lead_source: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            name: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            owner: ::std::result::Result<
+                ::std::option::Option<super::ContactOwnerRef>,
                 ::std::string::String,
             >,
             passthrough: ::std::result::Result<
@@ -3596,23 +5352,87 @@ pub mod types {
                 ::std::option::Option<::std::vec::Vec<::std::string::String>>,
                 ::std::string::String,
             >,
+            photo_url: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            remote_fields: ::std::result::Result<
+                ::std::option::Option<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                ::std::string::String,
+            >,
+            salutation: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            tags: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactTag>>,
+                ::std::string::String,
+            >,
+            title: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            typed_phone_numbers: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactPhoneNumber>>,
+                ::std::string::String,
+            >,
+            urls: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<super::ContactUrl>>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CrmCreateContactRequestDto {
             fn default() -> Self {
                 Self {
+                    account: Ok(Default::default()),
                     account_ids: Ok(Default::default()),
+                    addresses: Ok(Default::default()),
+                    birthday: Ok(Default::default()),
                     company_name: Ok(Default::default()),
                     custom_fields: Ok(Default::default()),
                     deal_ids: Ok(Default::default()),
+                    department: Ok(Default::default()),
+                    description: Ok(Default::default()),
+                    email_addresses: Ok(Default::default()),
                     emails: Ok(Default::default()),
+                    etag: Ok(Default::default()),
+                    external_id: Ok(Default::default()),
                     first_name: Ok(Default::default()),
+                    id: Ok(Default::default()),
+                    last_activity_at: Ok(Default::default()),
                     last_name: Ok(Default::default()),
+                    lead_source: Ok(Default::default()),
+                    name: Ok(Default::default()),
+                    owner: Ok(Default::default()),
                     passthrough: Ok(Default::default()),
                     phone_numbers: Ok(Default::default()),
+                    photo_url: Ok(Default::default()),
+                    remote_fields: Ok(Default::default()),
+                    salutation: Ok(Default::default()),
+                    tags: Ok(Default::default()),
+                    title: Ok(Default::default()),
+                    typed_phone_numbers: Ok(Default::default()),
+                    urls: Ok(Default::default()),
                 }
             }
         }
         impl CrmCreateContactRequestDto {
+            pub fn account<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::ContactAccountRef>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.account = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for account: {e}")
+                    });
+                self
+            }
             pub fn account_ids<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<
@@ -3624,6 +5444,34 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for account_ids: {e}")
+                    });
+                self
+            }
+            pub fn addresses<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactAddress>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.addresses = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for addresses: {e}")
+                    });
+                self
+            }
+            pub fn birthday<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::naive::NaiveDate>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.birthday = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for birthday: {e}")
                     });
                 self
             }
@@ -3667,6 +5515,46 @@ pub mod types {
                     });
                 self
             }
+            pub fn department<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.department = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for department: {e}")
+                    });
+                self
+            }
+            pub fn description<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.description = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for description: {e}")
+                    });
+                self
+            }
+            pub fn email_addresses<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactEmailAddress>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.email_addresses = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for email_addresses: {e}"
+                        )
+                    });
+                self
+            }
             pub fn emails<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<
@@ -3678,6 +5566,30 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for emails: {e}")
+                    });
+                self
+            }
+            pub fn etag<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.etag = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for etag: {e}")
+                    });
+                self
+            }
+            pub fn external_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.external_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for external_id: {e}")
                     });
                 self
             }
@@ -3693,6 +5605,32 @@ pub mod types {
                     });
                 self
             }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn last_activity_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.last_activity_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for last_activity_at: {e}"
+                        )
+                    });
+                self
+            }
             pub fn last_name<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
@@ -3702,6 +5640,44 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for last_name: {e}")
+                    });
+                self
+            }
+            pub fn lead_source<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.lead_source = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for lead_source: {e}")
+                    });
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+            pub fn owner<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::ContactOwnerRef>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.owner = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for owner: {e}")
                     });
                 self
             }
@@ -3735,6 +5711,102 @@ pub mod types {
                     });
                 self
             }
+            pub fn photo_url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.photo_url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for photo_url: {e}")
+                    });
+                self
+            }
+            pub fn remote_fields<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<
+                        ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.remote_fields = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for remote_fields: {e}")
+                    });
+                self
+            }
+            pub fn salutation<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.salutation = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for salutation: {e}")
+                    });
+                self
+            }
+            pub fn tags<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactTag>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tags = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for tags: {e}")
+                    });
+                self
+            }
+            pub fn title<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.title = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for title: {e}")
+                    });
+                self
+            }
+            pub fn typed_phone_numbers<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactPhoneNumber>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.typed_phone_numbers = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for typed_phone_numbers: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn urls<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<super::ContactUrl>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.urls = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for urls: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CrmCreateContactRequestDto>
         for super::CrmCreateContactRequestDto {
@@ -3743,15 +5815,35 @@ pub mod types {
                 value: CrmCreateContactRequestDto,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
+                    account: value.account?,
                     account_ids: value.account_ids?,
+                    addresses: value.addresses?,
+                    birthday: value.birthday?,
                     company_name: value.company_name?,
                     custom_fields: value.custom_fields?,
                     deal_ids: value.deal_ids?,
+                    department: value.department?,
+                    description: value.description?,
+                    email_addresses: value.email_addresses?,
                     emails: value.emails?,
+                    etag: value.etag?,
+                    external_id: value.external_id?,
                     first_name: value.first_name?,
+                    id: value.id?,
+                    last_activity_at: value.last_activity_at?,
                     last_name: value.last_name?,
+                    lead_source: value.lead_source?,
+                    name: value.name?,
+                    owner: value.owner?,
                     passthrough: value.passthrough?,
                     phone_numbers: value.phone_numbers?,
+                    photo_url: value.photo_url?,
+                    remote_fields: value.remote_fields?,
+                    salutation: value.salutation?,
+                    tags: value.tags?,
+                    title: value.title?,
+                    typed_phone_numbers: value.typed_phone_numbers?,
+                    urls: value.urls?,
                 })
             }
         }
@@ -3759,15 +5851,35 @@ pub mod types {
         for CrmCreateContactRequestDto {
             fn from(value: super::CrmCreateContactRequestDto) -> Self {
                 Self {
+                    account: Ok(value.account),
                     account_ids: Ok(value.account_ids),
+                    addresses: Ok(value.addresses),
+                    birthday: Ok(value.birthday),
                     company_name: Ok(value.company_name),
                     custom_fields: Ok(value.custom_fields),
                     deal_ids: Ok(value.deal_ids),
+                    department: Ok(value.department),
+                    description: Ok(value.description),
+                    email_addresses: Ok(value.email_addresses),
                     emails: Ok(value.emails),
+                    etag: Ok(value.etag),
+                    external_id: Ok(value.external_id),
                     first_name: Ok(value.first_name),
+                    id: Ok(value.id),
+                    last_activity_at: Ok(value.last_activity_at),
                     last_name: Ok(value.last_name),
+                    lead_source: Ok(value.lead_source),
+                    name: Ok(value.name),
+                    owner: Ok(value.owner),
                     passthrough: Ok(value.passthrough),
                     phone_numbers: Ok(value.phone_numbers),
+                    photo_url: Ok(value.photo_url),
+                    remote_fields: Ok(value.remote_fields),
+                    salutation: Ok(value.salutation),
+                    tags: Ok(value.tags),
+                    title: Ok(value.title),
+                    typed_phone_numbers: Ok(value.typed_phone_numbers),
+                    urls: Ok(value.urls),
                 }
             }
         }
@@ -4742,6 +6854,10 @@ pub mod types {
                 ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
                 ::std::string::String,
             >,
+            etag: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
             id: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
@@ -4777,6 +6893,7 @@ pub mod types {
             fn default() -> Self {
                 Self {
                     created_at: Ok(Default::default()),
+                    etag: Ok(Default::default()),
                     id: Ok(Default::default()),
                     items: Ok(Default::default()),
                     name: Ok(Default::default()),
@@ -4799,6 +6916,18 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn etag<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.etag = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for etag: {e}")
                     });
                 self
             }
@@ -4902,6 +7031,7 @@ pub mod types {
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     created_at: value.created_at?,
+                    etag: value.etag?,
                     id: value.id?,
                     items: value.items?,
                     name: value.name?,
@@ -4916,6 +7046,7 @@ pub mod types {
             fn from(value: super::List) -> Self {
                 Self {
                     created_at: Ok(value.created_at),
+                    etag: Ok(value.etag),
                     id: Ok(value.id),
                     items: Ok(value.items),
                     name: Ok(value.name),
@@ -5486,6 +7617,101 @@ pub mod types {
                 }
             }
         }
+        #[derive(Clone, Debug)]
+        pub struct UnifiedCustomFields {
+            mappings: ::std::result::Result<
+                ::std::collections::HashMap<
+                    ::std::string::String,
+                    ::std::string::String,
+                >,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for UnifiedCustomFields {
+            fn default() -> Self {
+                Self {
+                    mappings: Err("no value supplied for mappings".to_string()),
+                }
+            }
+        }
+        impl UnifiedCustomFields {
+            pub fn mappings<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.mappings = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for mappings: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<UnifiedCustomFields>
+        for super::UnifiedCustomFields {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: UnifiedCustomFields,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { mappings: value.mappings? })
+            }
+        }
+        impl ::std::convert::From<super::UnifiedCustomFields> for UnifiedCustomFields {
+            fn from(value: super::UnifiedCustomFields) -> Self {
+                Self {
+                    mappings: Ok(value.mappings),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct UnifiedCustomFieldsResult {
+            data: ::std::result::Result<
+                super::UnifiedCustomFields,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for UnifiedCustomFieldsResult {
+            fn default() -> Self {
+                Self {
+                    data: Err("no value supplied for data".to_string()),
+                }
+            }
+        }
+        impl UnifiedCustomFieldsResult {
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::UnifiedCustomFields>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<UnifiedCustomFieldsResult>
+        for super::UnifiedCustomFieldsResult {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: UnifiedCustomFieldsResult,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { data: value.data? })
+            }
+        }
+        impl ::std::convert::From<super::UnifiedCustomFieldsResult>
+        for UnifiedCustomFieldsResult {
+            fn from(value: super::UnifiedCustomFieldsResult) -> Self {
+                Self { data: Ok(value.data) }
+            }
+        }
     }
     /// Error types.
     pub mod error {
@@ -5598,6 +7824,7 @@ Lists the contacts of the linked account, oldest first, one page at a time.
 Sends a `GET` request to `/unified/crm/contacts`
 
 Arguments:
+- `exclude_fields`: A comma-separated list of response fields to leave out, the inverse of `fields`; sending both is 400.
 - `fields`: A comma-separated list of the response fields to keep, e.g. `id,first_name`.
 - `filter_updated_after`: Only records updated after this time.
 - `include`: A comma-separated list of extra parts to include; `custom_fields` adds the contact's custom fields.
@@ -5609,6 +7836,7 @@ Arguments:
 - `x_account_id`: The id of the linked account the call acts on.
 ```ignore
 let response = client.crm_list_contacts()
+    .exclude_fields(exclude_fields)
     .fields(fields)
     .filter_updated_after(filter_updated_after)
     .include(include)
@@ -5631,10 +7859,16 @@ Creates a contact in the linked account and returns it. Answers 200, not 201.
 Sends a `POST` request to `/unified/crm/contacts`
 
 Arguments:
+- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
+retry with the same key and body within 24 hours returns the first response and
+changes nothing; the same key with another body is 422; a retry while the first
+request is still running is 409.
+
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
 let response = client.crm_create_contact()
+    .idempotency_key(idempotency_key)
     .x_account_id(x_account_id)
     .body(body)
     .send()
@@ -5651,6 +7885,7 @@ Sends a `GET` request to `/unified/crm/contacts/{id}`
 
 Arguments:
 - `id`: The id of the record.
+- `exclude_fields`: A comma-separated list of response fields to leave out, the inverse of `fields`; sending both is 400.
 - `fields`: A comma-separated list of the response fields to keep, e.g. `id,first_name`.
 - `include`: A comma-separated list of extra parts to include; `custom_fields` adds the contact's custom fields.
 - `raw`: When true, the result carries `raw`, the provider calls made to serve the request.
@@ -5658,6 +7893,7 @@ Arguments:
 ```ignore
 let response = client.crm_get_contact()
     .id(id)
+    .exclude_fields(exclude_fields)
     .fields(fields)
     .include(include)
     .raw(raw)
@@ -5697,11 +7933,15 @@ Sends a `PATCH` request to `/unified/crm/contacts/{id}`
 
 Arguments:
 - `id`: The id of the record.
+- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
+- `prefer`: `return=minimal` answers 204 with no body; `return=representation` (the default) returns the record.
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
 let response = client.crm_update_contact()
     .id(id)
+    .if_match(if_match)
+    .prefer(prefer)
     .x_account_id(x_account_id)
     .body(body)
     .send()
@@ -5710,6 +7950,107 @@ let response = client.crm_update_contact()
     pub fn crm_update_contact(&self) -> builder::CrmUpdateContact<'_> {
         builder::CrmUpdateContact::new(self)
     }
+    /**Update Contact by External Id
+
+Updates the contact whose `external_id` is the one in the path, like Update Contact.
+If the body carries an `id`, it must equal the contact's id (422 otherwise): an
+update never changes an id.
+
+
+Sends a `PATCH` request to `/unified/crm/contacts/external_id/{external_id}`
+
+Arguments:
+- `external_id`: The external id of the contact.
+- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
+- `prefer`: `return=minimal` answers 204 with no body; `return=representation` (the default) returns the record.
+- `x_account_id`: The id of the linked account the call acts on.
+- `body`
+```ignore
+let response = client.crm_update_contact_by_external_id()
+    .external_id(external_id)
+    .if_match(if_match)
+    .prefer(prefer)
+    .x_account_id(x_account_id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn crm_update_contact_by_external_id(
+        &self,
+    ) -> builder::CrmUpdateContactByExternalId<'_> {
+        builder::CrmUpdateContactByExternalId::new(self)
+    }
+    /**Export Contacts
+
+Streams every contact of the linked account, oldest first, as newline-delimited JSON
+(`application/x-ndjson`): one Contact object per line, with no envelope. The server
+reads the records in batches and holds only one batch in memory, so an export of
+any size runs in constant memory.
+
+
+Sends a `GET` request to `/unified/crm/export/contacts`
+
+Arguments:
+- `filter_updated_after`: Only records updated after this time.
+- `include`: A comma-separated list of extra parts to include; `custom_fields` adds the contact's custom fields.
+- `x_account_id`: The id of the linked account the call acts on.
+```ignore
+let response = client.crm_export_contacts()
+    .filter_updated_after(filter_updated_after)
+    .include(include)
+    .x_account_id(x_account_id)
+    .send()
+    .await;
+```*/
+    pub fn crm_export_contacts(&self) -> builder::CrmExportContacts<'_> {
+        builder::CrmExportContacts::new(self)
+    }
+    /**Get Contact Unified Custom Fields
+
+Returns the project's mapping of unified custom field names to contact custom field
+definitions. Contacts carry, in `unified_custom_fields`, the value of each mapped
+field under its unified name.
+
+
+Sends a `GET` request to `/unified/crm/unified_custom_fields/contacts`
+
+Arguments:
+- `x_account_id`: The id of the linked account the call acts on.
+```ignore
+let response = client.crm_get_contact_unified_custom_fields()
+    .x_account_id(x_account_id)
+    .send()
+    .await;
+```*/
+    pub fn crm_get_contact_unified_custom_fields(
+        &self,
+    ) -> builder::CrmGetContactUnifiedCustomFields<'_> {
+        builder::CrmGetContactUnifiedCustomFields::new(self)
+    }
+    /**Set Contact Unified Custom Fields
+
+Replaces the project's mapping of unified custom field names to contact custom field
+definitions, named by definition name, so one mapping serves every linked account of
+the project.
+
+
+Sends a `PUT` request to `/unified/crm/unified_custom_fields/contacts`
+
+Arguments:
+- `x_account_id`: The id of the linked account the call acts on.
+- `body`
+```ignore
+let response = client.crm_set_contact_unified_custom_fields()
+    .x_account_id(x_account_id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn crm_set_contact_unified_custom_fields(
+        &self,
+    ) -> builder::CrmSetContactUnifiedCustomFields<'_> {
+        builder::CrmSetContactUnifiedCustomFields::new(self)
+    }
     /**List Accounts
 
 Lists the accounts (companies) of the linked account, oldest first, one page at a time.
@@ -5717,6 +8058,7 @@ Lists the accounts (companies) of the linked account, oldest first, one page at 
 Sends a `GET` request to `/unified/crm/accounts`
 
 Arguments:
+- `exclude_fields`: A comma-separated list of response fields to leave out, the inverse of `fields`; sending both is 400.
 - `fields`: A comma-separated list of the response fields to keep, e.g. `id,first_name`.
 - `filter_updated_after`: Only records updated after this time.
 - `next`: The cursor of the next page, as returned in `next` by the previous page.
@@ -5727,6 +8069,7 @@ Arguments:
 - `x_account_id`: The id of the linked account the call acts on.
 ```ignore
 let response = client.crm_list_accounts()
+    .exclude_fields(exclude_fields)
     .fields(fields)
     .filter_updated_after(filter_updated_after)
     .next(next)
@@ -5748,10 +8091,16 @@ Creates an account (company) in the linked account and returns it.
 Sends a `POST` request to `/unified/crm/accounts`
 
 Arguments:
+- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
+retry with the same key and body within 24 hours returns the first response and
+changes nothing; the same key with another body is 422; a retry while the first
+request is still running is 409.
+
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
 let response = client.crm_create_account()
+    .idempotency_key(idempotency_key)
     .x_account_id(x_account_id)
     .body(body)
     .send()
@@ -5768,12 +8117,14 @@ Sends a `GET` request to `/unified/crm/accounts/{id}`
 
 Arguments:
 - `id`: The id of the record.
+- `exclude_fields`: A comma-separated list of response fields to leave out, the inverse of `fields`; sending both is 400.
 - `fields`: A comma-separated list of the response fields to keep, e.g. `id,first_name`.
 - `raw`: When true, the result carries `raw`, the provider calls made to serve the request.
 - `x_account_id`: The id of the linked account the call acts on.
 ```ignore
 let response = client.crm_get_account()
     .id(id)
+    .exclude_fields(exclude_fields)
     .fields(fields)
     .raw(raw)
     .x_account_id(x_account_id)
@@ -5812,11 +8163,13 @@ Sends a `PATCH` request to `/unified/crm/accounts/{id}`
 
 Arguments:
 - `id`: The id of the record.
+- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
 let response = client.crm_update_account()
     .id(id)
+    .if_match(if_match)
     .x_account_id(x_account_id)
     .body(body)
     .send()
@@ -5832,6 +8185,7 @@ Lists the lists of the linked account, oldest first, one page at a time.
 Sends a `GET` request to `/unified/crm/lists`
 
 Arguments:
+- `exclude_fields`: A comma-separated list of response fields to leave out, the inverse of `fields`; sending both is 400.
 - `fields`: A comma-separated list of the response fields to keep, e.g. `id,first_name`.
 - `filter_updated_after`: Only records updated after this time.
 - `next`: The cursor of the next page, as returned in `next` by the previous page.
@@ -5842,6 +8196,7 @@ Arguments:
 - `x_account_id`: The id of the linked account the call acts on.
 ```ignore
 let response = client.crm_list_lists()
+    .exclude_fields(exclude_fields)
     .fields(fields)
     .filter_updated_after(filter_updated_after)
     .next(next)
@@ -5863,10 +8218,16 @@ Creates an empty list in the linked account and returns it.
 Sends a `POST` request to `/unified/crm/lists`
 
 Arguments:
+- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
+retry with the same key and body within 24 hours returns the first response and
+changes nothing; the same key with another body is 422; a retry while the first
+request is still running is 409.
+
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
 let response = client.crm_create_list()
+    .idempotency_key(idempotency_key)
     .x_account_id(x_account_id)
     .body(body)
     .send()
@@ -5883,12 +8244,14 @@ Sends a `GET` request to `/unified/crm/lists/{id}`
 
 Arguments:
 - `id`: The id of the record.
+- `exclude_fields`: A comma-separated list of response fields to leave out, the inverse of `fields`; sending both is 400.
 - `fields`: A comma-separated list of the response fields to keep, e.g. `id,first_name`.
 - `raw`: When true, the result carries `raw`, the provider calls made to serve the request.
 - `x_account_id`: The id of the linked account the call acts on.
 ```ignore
 let response = client.crm_get_list()
     .id(id)
+    .exclude_fields(exclude_fields)
     .fields(fields)
     .raw(raw)
     .x_account_id(x_account_id)
@@ -5908,11 +8271,13 @@ Sends a `PATCH` request to `/unified/crm/lists/{id}`
 
 Arguments:
 - `id`: The id of the record.
+- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
 let response = client.crm_update_list()
     .id(id)
+    .if_match(if_match)
     .x_account_id(x_account_id)
     .body(body)
     .send()
@@ -5932,11 +8297,17 @@ Sends a `POST` request to `/unified/crm/lists/{id}/items`
 
 Arguments:
 - `id`: The id of the record.
+- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
+retry with the same key and body within 24 hours returns the first response and
+changes nothing; the same key with another body is 422; a retry while the first
+request is still running is 409.
+
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
 let response = client.crm_add_list_items()
     .id(id)
+    .idempotency_key(idempotency_key)
     .x_account_id(x_account_id)
     .body(body)
     .send()
@@ -5973,6 +8344,7 @@ Lists the custom field definitions for contacts, oldest first, one page at a tim
 Sends a `GET` request to `/unified/crm/custom_field_definitions/contacts`
 
 Arguments:
+- `exclude_fields`: A comma-separated list of response fields to leave out, the inverse of `fields`; sending both is 400.
 - `fields`: A comma-separated list of the response fields to keep, e.g. `id,first_name`.
 - `filter_updated_after`: Only records updated after this time.
 - `next`: The cursor of the next page, as returned in `next` by the previous page.
@@ -5983,6 +8355,7 @@ Arguments:
 - `x_account_id`: The id of the linked account the call acts on.
 ```ignore
 let response = client.crm_list_contact_custom_field_definitions()
+    .exclude_fields(exclude_fields)
     .fields(fields)
     .filter_updated_after(filter_updated_after)
     .next(next)
@@ -6008,10 +8381,16 @@ at least one option; option ids are unique within the definition.
 Sends a `POST` request to `/unified/crm/custom_field_definitions/contacts`
 
 Arguments:
+- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
+retry with the same key and body within 24 hours returns the first response and
+changes nothing; the same key with another body is 422; a retry while the first
+request is still running is 409.
+
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
 let response = client.crm_create_contact_custom_field_definition()
+    .idempotency_key(idempotency_key)
     .x_account_id(x_account_id)
     .body(body)
     .send()
@@ -6030,6 +8409,7 @@ Sends a `GET` request to `/unified/crm/custom_field_definitions/contacts/{id}`
 
 Arguments:
 - `id`: The id of the record.
+- `exclude_fields`: A comma-separated list of response fields to leave out, the inverse of `fields`; sending both is 400.
 - `fields`: A comma-separated list of the response fields to keep, e.g. `id,first_name`.
 - `filter_updated_after`: Only records updated after this time.
 - `next`: The cursor of the next page, as returned in `next` by the previous page.
@@ -6041,6 +8421,7 @@ Arguments:
 ```ignore
 let response = client.crm_get_contact_custom_field_definition()
     .id(id)
+    .exclude_fields(exclude_fields)
     .fields(fields)
     .filter_updated_after(filter_updated_after)
     .next(next)
@@ -6098,6 +8479,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CrmListContacts<'a> {
         client: &'a super::Client,
+        exclude_fields: Result<Option<::std::string::String>, String>,
         fields: Result<Option<::std::string::String>, String>,
         filter_updated_after: Result<
             Option<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -6115,6 +8497,7 @@ pub mod builder {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                exclude_fields: Ok(None),
                 fields: Ok(None),
                 filter_updated_after: Ok(None),
                 include: Ok(None),
@@ -6125,6 +8508,19 @@ pub mod builder {
                 updated_after: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
             }
+        }
+        pub fn exclude_fields<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.exclude_fields = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for exclude_fields failed"
+                        .to_string()
+                });
+            self
         }
         pub fn fields<V>(mut self, value: V) -> Self
         where
@@ -6248,6 +8644,7 @@ pub mod builder {
         > {
             let Self {
                 client,
+                exclude_fields,
                 fields,
                 filter_updated_after,
                 include,
@@ -6258,6 +8655,7 @@ pub mod builder {
                 updated_after,
                 x_account_id,
             } = self;
+            let exclude_fields = exclude_fields.map_err(Error::InvalidRequest)?;
             let fields = fields.map_err(Error::InvalidRequest)?;
             let filter_updated_after = filter_updated_after
                 .map_err(Error::InvalidRequest)?;
@@ -6285,6 +8683,12 @@ pub mod builder {
                 .header(
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(
+                    &progenitor_client::QueryParam::new(
+                        "exclude_fields",
+                        &exclude_fields,
+                    ),
                 )
                 .query(&progenitor_client::QueryParam::new("fields", &fields))
                 .query(
@@ -6406,6 +8810,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CrmCreateContact<'a> {
         client: &'a super::Client,
+        idempotency_key: Result<Option<types::CrmCreateContactIdempotencyKey>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateContactRequestDto, String>,
     }
@@ -6413,9 +8818,23 @@ pub mod builder {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                idempotency_key: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
                 body: Ok(::std::default::Default::default()),
             }
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CrmCreateContactIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CrmCreateContactIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
         }
         pub fn x_account_id<V>(mut self, value: V) -> Self
         where
@@ -6460,7 +8879,8 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::ContactResult>, Error<types::ErrorResponse>> {
-            let Self { client, x_account_id, body } = self;
+            let Self { client, idempotency_key, x_account_id, body } = self;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
@@ -6469,7 +8889,7 @@ pub mod builder {
                 })
                 .map_err(Error::InvalidRequest)?;
             let url = format!("{}/unified/crm/contacts", client.baseurl,);
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -6477,6 +8897,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             header_map.append("x-account-id", x_account_id.to_string().try_into()?);
             #[allow(unused_mut)]
             let mut request = client
@@ -6593,6 +9016,7 @@ pub mod builder {
     pub struct CrmGetContact<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        exclude_fields: Result<Option<::std::string::String>, String>,
         fields: Result<Option<::std::string::String>, String>,
         include: Result<Option<::std::string::String>, String>,
         raw: Result<Option<bool>, String>,
@@ -6603,6 +9027,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                exclude_fields: Ok(None),
                 fields: Ok(None),
                 include: Ok(None),
                 raw: Ok(None),
@@ -6617,6 +9042,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn exclude_fields<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.exclude_fields = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for exclude_fields failed"
                         .to_string()
                 });
             self
@@ -6673,8 +9111,17 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::ContactResult>, Error<types::ErrorResponse>> {
-            let Self { client, id, fields, include, raw, x_account_id } = self;
+            let Self {
+                client,
+                id,
+                exclude_fields,
+                fields,
+                include,
+                raw,
+                x_account_id,
+            } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let exclude_fields = exclude_fields.map_err(Error::InvalidRequest)?;
             let fields = fields.map_err(Error::InvalidRequest)?;
             let include = include.map_err(Error::InvalidRequest)?;
             let raw = raw.map_err(Error::InvalidRequest)?;
@@ -6699,6 +9146,12 @@ pub mod builder {
                 .header(
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(
+                    &progenitor_client::QueryParam::new(
+                        "exclude_fields",
+                        &exclude_fields,
+                    ),
                 )
                 .query(&progenitor_client::QueryParam::new("fields", &fields))
                 .query(&progenitor_client::QueryParam::new("include", &include))
@@ -6977,6 +9430,8 @@ pub mod builder {
     pub struct CrmUpdateContact<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        if_match: Result<Option<::std::string::String>, String>,
+        prefer: Result<Option<::std::string::String>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateContactRequestDto, String>,
     }
@@ -6985,6 +9440,8 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                if_match: Ok(None),
+                prefer: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
                 body: Ok(::std::default::Default::default()),
             }
@@ -6997,6 +9454,32 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for if_match failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn prefer<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.prefer = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for prefer failed"
                         .to_string()
                 });
             self
@@ -7044,8 +9527,10 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::ContactResult>, Error<types::ErrorResponse>> {
-            let Self { client, id, x_account_id, body } = self;
+            let Self { client, id, if_match, prefer, x_account_id, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
+            let prefer = prefer.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
@@ -7057,7 +9542,7 @@ pub mod builder {
                 "{}/unified/crm/contacts/{}", client.baseurl, encode_path(& id
                 .to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(4usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -7065,6 +9550,12 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
+            }
+            if let Some(value) = prefer {
+                header_map.append("Prefer", value.to_string().try_into()?);
+            }
             header_map.append("x-account-id", x_account_id.to_string().try_into()?);
             #[allow(unused_mut)]
             let mut request = client
@@ -7174,12 +9665,786 @@ pub mod builder {
             }
         }
     }
+    /**Builder for [`Client::crm_update_contact_by_external_id`]
+
+[`Client::crm_update_contact_by_external_id`]: super::Client::crm_update_contact_by_external_id*/
+    #[derive(Debug, Clone)]
+    pub struct CrmUpdateContactByExternalId<'a> {
+        client: &'a super::Client,
+        external_id: Result<::std::string::String, String>,
+        if_match: Result<Option<::std::string::String>, String>,
+        prefer: Result<Option<::std::string::String>, String>,
+        x_account_id: Result<::std::string::String, String>,
+        body: Result<types::builder::CrmCreateContactRequestDto, String>,
+    }
+    impl<'a> CrmUpdateContactByExternalId<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                external_id: Err("external_id was not initialized".to_string()),
+                if_match: Ok(None),
+                prefer: Ok(None),
+                x_account_id: Err("x_account_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn external_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.external_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for external_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for if_match failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn prefer<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.prefer = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for prefer failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn x_account_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.x_account_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for x_account_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CrmCreateContactRequestDto>,
+            <V as std::convert::TryInto<
+                types::CrmCreateContactRequestDto,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!(
+                        "conversion to `CrmCreateContactRequestDto` for body failed: {}",
+                        s
+                    )
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::CrmCreateContactRequestDto,
+            ) -> types::builder::CrmCreateContactRequestDto,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `PATCH` request to `/unified/crm/contacts/external_id/{external_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ContactResult>, Error<types::ErrorResponse>> {
+            let Self { client, external_id, if_match, prefer, x_account_id, body } = self;
+            let external_id = external_id.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
+            let prefer = prefer.map_err(Error::InvalidRequest)?;
+            let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::CrmCreateContactRequestDto::try_from(v)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/unified/crm/contacts/external_id/{}", client.baseurl, encode_path(&
+                external_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(4usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
+            }
+            if let Some(value) = prefer {
+                header_map.append("Prefer", value.to_string().try_into()?);
+            }
+            header_map.append("x-account-id", x_account_id.to_string().try_into()?);
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .patch(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "crm_update_contact_by_external_id",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                408u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                501u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                502u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::crm_export_contacts`]
+
+[`Client::crm_export_contacts`]: super::Client::crm_export_contacts*/
+    #[derive(Debug, Clone)]
+    pub struct CrmExportContacts<'a> {
+        client: &'a super::Client,
+        filter_updated_after: Result<
+            Option<::chrono::DateTime<::chrono::offset::Utc>>,
+            String,
+        >,
+        include: Result<Option<::std::string::String>, String>,
+        x_account_id: Result<::std::string::String, String>,
+    }
+    impl<'a> CrmExportContacts<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                filter_updated_after: Ok(None),
+                include: Ok(None),
+                x_account_id: Err("x_account_id was not initialized".to_string()),
+            }
+        }
+        pub fn filter_updated_after<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+        {
+            self.filter_updated_after = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: chrono :: DateTime < :: chrono :: offset :: Utc >` for filter_updated_after failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn include<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.include = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for include failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn x_account_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.x_account_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for x_account_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/unified/crm/export/contacts`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<ByteStream>, Error<types::ErrorResponse>> {
+            let Self { client, filter_updated_after, include, x_account_id } = self;
+            let filter_updated_after = filter_updated_after
+                .map_err(Error::InvalidRequest)?;
+            let include = include.map_err(Error::InvalidRequest)?;
+            let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/unified/crm/export/contacts", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            header_map.append("x-account-id", x_account_id.to_string().try_into()?);
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .query(
+                    &progenitor_client::QueryParam::new(
+                        "filter[updated_after]",
+                        &filter_updated_after,
+                    ),
+                )
+                .query(&progenitor_client::QueryParam::new("include", &include))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "crm_export_contacts",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => Ok(ResponseValue::stream(response)),
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                408u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                501u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                502u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::crm_get_contact_unified_custom_fields`]
+
+[`Client::crm_get_contact_unified_custom_fields`]: super::Client::crm_get_contact_unified_custom_fields*/
+    #[derive(Debug, Clone)]
+    pub struct CrmGetContactUnifiedCustomFields<'a> {
+        client: &'a super::Client,
+        x_account_id: Result<::std::string::String, String>,
+    }
+    impl<'a> CrmGetContactUnifiedCustomFields<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                x_account_id: Err("x_account_id was not initialized".to_string()),
+            }
+        }
+        pub fn x_account_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.x_account_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for x_account_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/unified/crm/unified_custom_fields/contacts`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::UnifiedCustomFieldsResult>,
+            Error<types::ErrorResponse>,
+        > {
+            let Self { client, x_account_id } = self;
+            let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/unified/crm/unified_custom_fields/contacts", client.baseurl,
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            header_map.append("x-account-id", x_account_id.to_string().try_into()?);
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "crm_get_contact_unified_custom_fields",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                408u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                501u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                502u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::crm_set_contact_unified_custom_fields`]
+
+[`Client::crm_set_contact_unified_custom_fields`]: super::Client::crm_set_contact_unified_custom_fields*/
+    #[derive(Debug, Clone)]
+    pub struct CrmSetContactUnifiedCustomFields<'a> {
+        client: &'a super::Client,
+        x_account_id: Result<::std::string::String, String>,
+        body: Result<types::builder::UnifiedCustomFields, String>,
+    }
+    impl<'a> CrmSetContactUnifiedCustomFields<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                x_account_id: Err("x_account_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn x_account_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.x_account_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for x_account_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::UnifiedCustomFields>,
+            <V as std::convert::TryInto<
+                types::UnifiedCustomFields,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `UnifiedCustomFields` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::UnifiedCustomFields,
+            ) -> types::builder::UnifiedCustomFields,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `PUT` request to `/unified/crm/unified_custom_fields/contacts`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::UnifiedCustomFieldsResult>,
+            Error<types::ErrorResponse>,
+        > {
+            let Self { client, x_account_id, body } = self;
+            let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::UnifiedCustomFields::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/unified/crm/unified_custom_fields/contacts", client.baseurl,
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            header_map.append("x-account-id", x_account_id.to_string().try_into()?);
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .put(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "crm_set_contact_unified_custom_fields",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                408u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                501u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                502u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
     /**Builder for [`Client::crm_list_accounts`]
 
 [`Client::crm_list_accounts`]: super::Client::crm_list_accounts*/
     #[derive(Debug, Clone)]
     pub struct CrmListAccounts<'a> {
         client: &'a super::Client,
+        exclude_fields: Result<Option<::std::string::String>, String>,
         fields: Result<Option<::std::string::String>, String>,
         filter_updated_after: Result<
             Option<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -7196,6 +10461,7 @@ pub mod builder {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                exclude_fields: Ok(None),
                 fields: Ok(None),
                 filter_updated_after: Ok(None),
                 next: Ok(None),
@@ -7205,6 +10471,19 @@ pub mod builder {
                 updated_after: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
             }
+        }
+        pub fn exclude_fields<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.exclude_fields = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for exclude_fields failed"
+                        .to_string()
+                });
+            self
         }
         pub fn fields<V>(mut self, value: V) -> Self
         where
@@ -7315,6 +10594,7 @@ pub mod builder {
         > {
             let Self {
                 client,
+                exclude_fields,
                 fields,
                 filter_updated_after,
                 next,
@@ -7324,6 +10604,7 @@ pub mod builder {
                 updated_after,
                 x_account_id,
             } = self;
+            let exclude_fields = exclude_fields.map_err(Error::InvalidRequest)?;
             let fields = fields.map_err(Error::InvalidRequest)?;
             let filter_updated_after = filter_updated_after
                 .map_err(Error::InvalidRequest)?;
@@ -7350,6 +10631,12 @@ pub mod builder {
                 .header(
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(
+                    &progenitor_client::QueryParam::new(
+                        "exclude_fields",
+                        &exclude_fields,
+                    ),
                 )
                 .query(&progenitor_client::QueryParam::new("fields", &fields))
                 .query(
@@ -7470,6 +10757,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CrmCreateAccount<'a> {
         client: &'a super::Client,
+        idempotency_key: Result<Option<types::CrmCreateAccountIdempotencyKey>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateAccountRequestDto, String>,
     }
@@ -7477,9 +10765,23 @@ pub mod builder {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                idempotency_key: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
                 body: Ok(::std::default::Default::default()),
             }
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CrmCreateAccountIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CrmCreateAccountIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
         }
         pub fn x_account_id<V>(mut self, value: V) -> Self
         where
@@ -7524,7 +10826,8 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::AccountResult>, Error<types::ErrorResponse>> {
-            let Self { client, x_account_id, body } = self;
+            let Self { client, idempotency_key, x_account_id, body } = self;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
@@ -7533,7 +10836,7 @@ pub mod builder {
                 })
                 .map_err(Error::InvalidRequest)?;
             let url = format!("{}/unified/crm/accounts", client.baseurl,);
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -7541,6 +10844,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             header_map.append("x-account-id", x_account_id.to_string().try_into()?);
             #[allow(unused_mut)]
             let mut request = client
@@ -7657,6 +10963,7 @@ pub mod builder {
     pub struct CrmGetAccount<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        exclude_fields: Result<Option<::std::string::String>, String>,
         fields: Result<Option<::std::string::String>, String>,
         raw: Result<Option<bool>, String>,
         x_account_id: Result<::std::string::String, String>,
@@ -7666,6 +10973,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                exclude_fields: Ok(None),
                 fields: Ok(None),
                 raw: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
@@ -7679,6 +10987,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn exclude_fields<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.exclude_fields = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for exclude_fields failed"
                         .to_string()
                 });
             self
@@ -7722,8 +11043,9 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::AccountResult>, Error<types::ErrorResponse>> {
-            let Self { client, id, fields, raw, x_account_id } = self;
+            let Self { client, id, exclude_fields, fields, raw, x_account_id } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let exclude_fields = exclude_fields.map_err(Error::InvalidRequest)?;
             let fields = fields.map_err(Error::InvalidRequest)?;
             let raw = raw.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
@@ -7747,6 +11069,12 @@ pub mod builder {
                 .header(
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(
+                    &progenitor_client::QueryParam::new(
+                        "exclude_fields",
+                        &exclude_fields,
+                    ),
                 )
                 .query(&progenitor_client::QueryParam::new("fields", &fields))
                 .query(&progenitor_client::QueryParam::new("raw", &raw))
@@ -8024,6 +11352,7 @@ pub mod builder {
     pub struct CrmUpdateAccount<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        if_match: Result<Option<::std::string::String>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateAccountRequestDto, String>,
     }
@@ -8032,6 +11361,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                if_match: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
                 body: Ok(::std::default::Default::default()),
             }
@@ -8044,6 +11374,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for if_match failed"
                         .to_string()
                 });
             self
@@ -8091,8 +11434,9 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::AccountResult>, Error<types::ErrorResponse>> {
-            let Self { client, id, x_account_id, body } = self;
+            let Self { client, id, if_match, x_account_id, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
@@ -8104,7 +11448,7 @@ pub mod builder {
                 "{}/unified/crm/accounts/{}", client.baseurl, encode_path(& id
                 .to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -8112,6 +11456,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
+            }
             header_map.append("x-account-id", x_account_id.to_string().try_into()?);
             #[allow(unused_mut)]
             let mut request = client
@@ -8227,6 +11574,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CrmListLists<'a> {
         client: &'a super::Client,
+        exclude_fields: Result<Option<::std::string::String>, String>,
         fields: Result<Option<::std::string::String>, String>,
         filter_updated_after: Result<
             Option<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -8243,6 +11591,7 @@ pub mod builder {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                exclude_fields: Ok(None),
                 fields: Ok(None),
                 filter_updated_after: Ok(None),
                 next: Ok(None),
@@ -8252,6 +11601,19 @@ pub mod builder {
                 updated_after: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
             }
+        }
+        pub fn exclude_fields<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.exclude_fields = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for exclude_fields failed"
+                        .to_string()
+                });
+            self
         }
         pub fn fields<V>(mut self, value: V) -> Self
         where
@@ -8359,6 +11721,7 @@ pub mod builder {
         ) -> Result<ResponseValue<types::ListsPaginated>, Error<types::ErrorResponse>> {
             let Self {
                 client,
+                exclude_fields,
                 fields,
                 filter_updated_after,
                 next,
@@ -8368,6 +11731,7 @@ pub mod builder {
                 updated_after,
                 x_account_id,
             } = self;
+            let exclude_fields = exclude_fields.map_err(Error::InvalidRequest)?;
             let fields = fields.map_err(Error::InvalidRequest)?;
             let filter_updated_after = filter_updated_after
                 .map_err(Error::InvalidRequest)?;
@@ -8394,6 +11758,12 @@ pub mod builder {
                 .header(
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(
+                    &progenitor_client::QueryParam::new(
+                        "exclude_fields",
+                        &exclude_fields,
+                    ),
                 )
                 .query(&progenitor_client::QueryParam::new("fields", &fields))
                 .query(
@@ -8514,6 +11884,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CrmCreateList<'a> {
         client: &'a super::Client,
+        idempotency_key: Result<Option<types::CrmCreateListIdempotencyKey>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateListRequestDto, String>,
     }
@@ -8521,9 +11892,23 @@ pub mod builder {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                idempotency_key: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
                 body: Ok(::std::default::Default::default()),
             }
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CrmCreateListIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CrmCreateListIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
         }
         pub fn x_account_id<V>(mut self, value: V) -> Self
         where
@@ -8567,7 +11952,8 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::ListResult>, Error<types::ErrorResponse>> {
-            let Self { client, x_account_id, body } = self;
+            let Self { client, idempotency_key, x_account_id, body } = self;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
@@ -8576,7 +11962,7 @@ pub mod builder {
                 })
                 .map_err(Error::InvalidRequest)?;
             let url = format!("{}/unified/crm/lists", client.baseurl,);
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -8584,6 +11970,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             header_map.append("x-account-id", x_account_id.to_string().try_into()?);
             #[allow(unused_mut)]
             let mut request = client
@@ -8700,6 +12089,7 @@ pub mod builder {
     pub struct CrmGetList<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        exclude_fields: Result<Option<::std::string::String>, String>,
         fields: Result<Option<::std::string::String>, String>,
         raw: Result<Option<bool>, String>,
         x_account_id: Result<::std::string::String, String>,
@@ -8709,6 +12099,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                exclude_fields: Ok(None),
                 fields: Ok(None),
                 raw: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
@@ -8722,6 +12113,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn exclude_fields<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.exclude_fields = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for exclude_fields failed"
                         .to_string()
                 });
             self
@@ -8765,8 +12169,9 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::ListResult>, Error<types::ErrorResponse>> {
-            let Self { client, id, fields, raw, x_account_id } = self;
+            let Self { client, id, exclude_fields, fields, raw, x_account_id } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let exclude_fields = exclude_fields.map_err(Error::InvalidRequest)?;
             let fields = fields.map_err(Error::InvalidRequest)?;
             let raw = raw.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
@@ -8789,6 +12194,12 @@ pub mod builder {
                 .header(
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(
+                    &progenitor_client::QueryParam::new(
+                        "exclude_fields",
+                        &exclude_fields,
+                    ),
                 )
                 .query(&progenitor_client::QueryParam::new("fields", &fields))
                 .query(&progenitor_client::QueryParam::new("raw", &raw))
@@ -8898,6 +12309,7 @@ pub mod builder {
     pub struct CrmUpdateList<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        if_match: Result<Option<::std::string::String>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateListRequestDto, String>,
     }
@@ -8906,6 +12318,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                if_match: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
                 body: Ok(::std::default::Default::default()),
             }
@@ -8918,6 +12331,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for if_match failed"
                         .to_string()
                 });
             self
@@ -8964,8 +12390,9 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::ListResult>, Error<types::ErrorResponse>> {
-            let Self { client, id, x_account_id, body } = self;
+            let Self { client, id, if_match, x_account_id, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
@@ -8976,7 +12403,7 @@ pub mod builder {
             let url = format!(
                 "{}/unified/crm/lists/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -8984,6 +12411,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
+            }
             header_map.append("x-account-id", x_account_id.to_string().try_into()?);
             #[allow(unused_mut)]
             let mut request = client
@@ -9100,6 +12530,7 @@ pub mod builder {
     pub struct CrmAddListItems<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<Option<types::CrmAddListItemsIdempotencyKey>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmListItemsRequestDto, String>,
     }
@@ -9108,6 +12539,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
                 body: Ok(::std::default::Default::default()),
             }
@@ -9120,6 +12552,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CrmAddListItemsIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CrmAddListItemsIdempotencyKey` for idempotency_key failed"
                         .to_string()
                 });
             self
@@ -9166,8 +12611,9 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::ListResult>, Error<types::ErrorResponse>> {
-            let Self { client, id, x_account_id, body } = self;
+            let Self { client, id, idempotency_key, x_account_id, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
@@ -9178,7 +12624,7 @@ pub mod builder {
                 "{}/unified/crm/lists/{}/items", client.baseurl, encode_path(& id
                 .to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -9186,6 +12632,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             header_map.append("x-account-id", x_account_id.to_string().try_into()?);
             #[allow(unused_mut)]
             let mut request = client
@@ -9484,6 +12933,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CrmListContactCustomFieldDefinitions<'a> {
         client: &'a super::Client,
+        exclude_fields: Result<Option<::std::string::String>, String>,
         fields: Result<Option<::std::string::String>, String>,
         filter_updated_after: Result<
             Option<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -9500,6 +12950,7 @@ pub mod builder {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                exclude_fields: Ok(None),
                 fields: Ok(None),
                 filter_updated_after: Ok(None),
                 next: Ok(None),
@@ -9509,6 +12960,19 @@ pub mod builder {
                 updated_after: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
             }
+        }
+        pub fn exclude_fields<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.exclude_fields = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for exclude_fields failed"
+                        .to_string()
+                });
+            self
         }
         pub fn fields<V>(mut self, value: V) -> Self
         where
@@ -9619,6 +13083,7 @@ pub mod builder {
         > {
             let Self {
                 client,
+                exclude_fields,
                 fields,
                 filter_updated_after,
                 next,
@@ -9628,6 +13093,7 @@ pub mod builder {
                 updated_after,
                 x_account_id,
             } = self;
+            let exclude_fields = exclude_fields.map_err(Error::InvalidRequest)?;
             let fields = fields.map_err(Error::InvalidRequest)?;
             let filter_updated_after = filter_updated_after
                 .map_err(Error::InvalidRequest)?;
@@ -9656,6 +13122,12 @@ pub mod builder {
                 .header(
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(
+                    &progenitor_client::QueryParam::new(
+                        "exclude_fields",
+                        &exclude_fields,
+                    ),
                 )
                 .query(&progenitor_client::QueryParam::new("fields", &fields))
                 .query(
@@ -9776,6 +13248,10 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CrmCreateContactCustomFieldDefinition<'a> {
         client: &'a super::Client,
+        idempotency_key: Result<
+            Option<types::CrmCreateContactCustomFieldDefinitionIdempotencyKey>,
+            String,
+        >,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateCustomFieldDefinitionRequestDto, String>,
     }
@@ -9783,9 +13259,25 @@ pub mod builder {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                idempotency_key: Ok(None),
                 x_account_id: Err("x_account_id was not initialized".to_string()),
                 body: Ok(::std::default::Default::default()),
             }
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<
+                types::CrmCreateContactCustomFieldDefinitionIdempotencyKey,
+            >,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CrmCreateContactCustomFieldDefinitionIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
         }
         pub fn x_account_id<V>(mut self, value: V) -> Self
         where
@@ -9833,7 +13325,8 @@ pub mod builder {
             ResponseValue<types::CustomFieldDefinitionResultApiModel>,
             Error<types::ErrorResponse>,
         > {
-            let Self { client, x_account_id, body } = self;
+            let Self { client, idempotency_key, x_account_id, body } = self;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let x_account_id = x_account_id.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
@@ -9844,7 +13337,7 @@ pub mod builder {
             let url = format!(
                 "{}/unified/crm/custom_field_definitions/contacts", client.baseurl,
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -9852,6 +13345,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             header_map.append("x-account-id", x_account_id.to_string().try_into()?);
             #[allow(unused_mut)]
             let mut request = client
@@ -9968,6 +13464,7 @@ pub mod builder {
     pub struct CrmGetContactCustomFieldDefinition<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        exclude_fields: Result<Option<::std::string::String>, String>,
         fields: Result<Option<::std::string::String>, String>,
         filter_updated_after: Result<
             Option<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -9985,6 +13482,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                exclude_fields: Ok(None),
                 fields: Ok(None),
                 filter_updated_after: Ok(None),
                 next: Ok(None),
@@ -10003,6 +13501,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn exclude_fields<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.exclude_fields = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for exclude_fields failed"
                         .to_string()
                 });
             self
@@ -10117,6 +13628,7 @@ pub mod builder {
             let Self {
                 client,
                 id,
+                exclude_fields,
                 fields,
                 filter_updated_after,
                 next,
@@ -10127,6 +13639,7 @@ pub mod builder {
                 x_account_id,
             } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let exclude_fields = exclude_fields.map_err(Error::InvalidRequest)?;
             let fields = fields.map_err(Error::InvalidRequest)?;
             let filter_updated_after = filter_updated_after
                 .map_err(Error::InvalidRequest)?;
@@ -10156,6 +13669,12 @@ pub mod builder {
                 .header(
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(
+                    &progenitor_client::QueryParam::new(
+                        "exclude_fields",
+                        &exclude_fields,
+                    ),
                 )
                 .query(&progenitor_client::QueryParam::new("fields", &fields))
                 .query(

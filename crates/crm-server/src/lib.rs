@@ -2,6 +2,7 @@
 //! provider, behind the router of the `crm-api` crate.
 
 pub mod cursor;
+pub mod custom_fields;
 pub mod db;
 pub mod store;
 pub mod tenancy;

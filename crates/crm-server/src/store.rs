@@ -12,17 +12,20 @@ use crm_api::ApiError;
 use crm_api::models::{
     Account, Contact, CrmCreateAccountRequestDto, CrmCreateContactRequestDto,
     CrmCreateCustomFieldDefinitionRequestDto, CrmCreateListRequestDto, CustomFieldDefinition,
-    CustomFieldType, JsonObject, List, ListItem, ListType, RawResponse,
+    CustomFieldType, JsonObject, List, ListItem, ListType, RawResponse, UnifiedCustomFields,
 };
 use crm_api::service::{
-    AccountScope, ApiKey, CrmService, Page, PageRequest, ReadRequest, Served, ServiceResult, Write,
+    AccountScope, ApiKey, CrmService, IdempotencyClaim, Page, PageRequest, ReadRequest,
+    RecordStream, Served, ServiceResult, StoredResponse, Write,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::{Row, SqlitePool};
+use std::collections::BTreeMap;
 
 use crate::cursor::Cursor;
+use crate::custom_fields;
 use crate::db::{timestamp, write_tx};
 use crate::tenancy::{self, internal};
 
@@ -36,11 +39,17 @@ trait Resource: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The name of one record, for messages.
     const NOUN: &'static str;
 
+    /// Whether records of this kind carry custom fields checked against definitions and
+    /// `unified_custom_fields` from the project's mapping.
+    const CUSTOM_FIELDS: bool = false;
+
     /// Fills in what a new record gets when the body leaves it out.
     fn defaults(_record: &mut JsonObject) {}
 
-    /// Recomputes the fields derived from others.
-    fn derive(_record: &mut JsonObject) {}
+    /// Recomputes the fields derived from others, given what the write sent.
+    fn derive(_record: &mut JsonObject, _sent: &JsonObject) -> Result<(), ApiError> {
+        Ok(())
+    }
 
     /// Checks the record as it would be stored.
     fn check(_record: &JsonObject) -> Result<(), ApiError> {
@@ -51,18 +60,56 @@ trait Resource: Serialize + DeserializeOwned + Send + Sync + 'static {
 impl Resource for Contact {
     const KIND: &'static str = "contacts";
     const NOUN: &'static str = "contact";
+    const CUSTOM_FIELDS: bool = true;
 
-    fn derive(record: &mut JsonObject) {
-        // The local provider's ids are our ids.
+    fn derive(record: &mut JsonObject, sent: &JsonObject) -> Result<(), ApiError> {
+        // The local provider's ids and times are ours.
         for (field, remote) in [
             ("deal_ids", "remote_deal_ids"),
             ("account_ids", "remote_account_ids"),
+            ("created_at", "remote_created_at"),
+            ("updated_at", "remote_updated_at"),
         ] {
             match record.get(field).cloned() {
-                Some(ids) => record.insert(remote.to_owned(), ids),
+                Some(value) => record.insert(remote.to_owned(), value),
                 None => record.remove(remote),
             };
         }
+        record.insert("remote_deleted".into(), false.into());
+        custom_fields::sync_lists(record, sent, "emails", "email_addresses", "email")?;
+        custom_fields::sync_lists(
+            record,
+            sent,
+            "phone_numbers",
+            "typed_phone_numbers",
+            "number",
+        )
+    }
+
+    fn check(record: &JsonObject) -> Result<(), ApiError> {
+        match record.get("last_name").and_then(Value::as_str) {
+            Some(name) if !name.trim().is_empty() => {}
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "last_name",
+                    "last_name is required and must not be empty",
+                ));
+            }
+        }
+        let emails = record
+            .get("emails")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (i, email) in emails.iter().enumerate() {
+            if !email.as_str().is_some_and(custom_fields::is_email) {
+                return Err(ApiError::unprocessable(
+                    &format!("emails[{i}]"),
+                    format!("emails[{i}]: {email} is not an email address"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -70,11 +117,12 @@ impl Resource for Account {
     const KIND: &'static str = "accounts";
     const NOUN: &'static str = "account";
 
-    fn derive(record: &mut JsonObject) {
+    fn derive(record: &mut JsonObject, _sent: &JsonObject) -> Result<(), ApiError> {
         match record.get("owner_id").cloned() {
             Some(owner) => record.insert("remote_owner_id".to_owned(), owner),
             None => record.remove("remote_owner_id"),
         };
+        Ok(())
     }
 }
 
@@ -160,10 +208,11 @@ fn parse_body(body: &str) -> Result<JsonObject, ApiError> {
 }
 
 /// Applies the fields that were sent: a value replaces, `null` clears. `passthrough` is
-/// for the provider and does not become part of the unified record.
+/// for the provider and does not become part of the unified record; `id` and `etag` are
+/// checks, never values to store.
 fn merge(record: &mut JsonObject, sent: &JsonObject) {
     for (field, value) in sent {
-        if field == "passthrough" {
+        if matches!(field.as_str(), "passthrough" | "id" | "etag") {
             continue;
         }
         if value.is_null() {
@@ -196,8 +245,180 @@ fn with_proxy(mut url: String, proxy: &JsonObject) -> String {
     url
 }
 
+/// Where an update finds its record.
+#[derive(Debug, Clone, Copy)]
+enum Locator<'a> {
+    Id(&'a str),
+    ExternalId(&'a str),
+}
+
+/// Marks a record as written now: a new `updated_at` and a new `etag`.
+fn stamp(record: &mut JsonObject, now: chrono::DateTime<Utc>) {
+    record.insert(
+        "updated_at".into(),
+        serde_json::to_value(now).unwrap_or_default(),
+    );
+    let etag: String = uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .take(16)
+        .collect();
+    record.insert("etag".into(), etag.into());
+}
+
+/// Whether an `If-Match` value names the current etag: `*`, or the etag quoted, weak or bare.
+fn etag_matches(wanted: &str, current: &str) -> bool {
+    wanted
+        .split(',')
+        .map(str::trim)
+        .any(|w| w == "*" || w.trim_start_matches("W/").trim_matches('"') == current)
+}
+
+fn external_id(record: &JsonObject) -> Option<String> {
+    record
+        .get("external_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// A unique index refused the write: another record already has the external id.
+fn conflict_or_internal(e: sqlx::Error) -> ApiError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return ApiError::conflict(
+            "another record of this linked account already has this external_id",
+        )
+        .with("field", "external_id");
+    }
+    internal(e)
+}
+
+/// Fills `unified_custom_fields` from the project's mapping and types the record.
+fn present_with<R: Resource>(
+    mut record: JsonObject,
+    mapping: &BTreeMap<String, String>,
+) -> ServiceResult<R> {
+    if R::CUSTOM_FIELDS && !mapping.is_empty() {
+        let entries = record
+            .get("custom_fields")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut unified = JsonObject::new();
+        for (unified_name, definition_name) in mapping {
+            if let Some(value) = entries
+                .iter()
+                .find(|e| e.get("name").and_then(Value::as_str) == Some(definition_name.as_str()))
+                .and_then(|e| e.get("value"))
+            {
+                unified.insert(unified_name.clone(), value.clone());
+            }
+        }
+        if !unified.is_empty() {
+            record.insert("unified_custom_fields".into(), Value::Object(unified));
+        }
+    }
+    typed(&record)
+}
+
+/// Checks a record's `custom_fields` against the definitions of its linked account.
+async fn resolve_custom_fields(
+    tx: &mut sqlx::SqliteConnection,
+    scope: &AccountScope,
+    record: &mut JsonObject,
+) -> ServiceResult<()> {
+    let Some(entries) = record
+        .get("custom_fields")
+        .and_then(Value::as_array)
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let rows = sqlx::query("SELECT body FROM records WHERE linked_account_id = ? AND kind = ?")
+        .bind(&scope.account_id)
+        .bind(CustomFieldDefinition::KIND)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(internal)?;
+    let definitions = rows
+        .into_iter()
+        .map(|r| typed::<CustomFieldDefinition>(&parse_body(r.get("body"))?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let resolved = custom_fields::resolve(&entries, &definitions)?;
+    record.insert("custom_fields".into(), Value::Array(resolved));
+    Ok(())
+}
+
+/// One batch of records of a kind after `after_seq`, oldest first.
+async fn read_batch(
+    pool: &SqlitePool,
+    account_id: &str,
+    kind: &str,
+    after_seq: i64,
+    updated_after: Option<&str>,
+    limit: i64,
+) -> ServiceResult<Vec<(i64, JsonObject)>> {
+    let rows = sqlx::query(
+        "SELECT seq, body FROM records
+         WHERE linked_account_id = ?1 AND kind = ?2 AND seq > ?3 AND (?4 IS NULL OR updated_at > ?4)
+         ORDER BY seq LIMIT ?5",
+    )
+    .bind(account_id)
+    .bind(kind)
+    .bind(after_seq)
+    .bind(updated_after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(internal)?;
+    rows.into_iter()
+        .map(|row| Ok((row.get::<i64, _>("seq"), parse_body(row.get("body"))?)))
+        .collect()
+}
+
 fn not_found<R: Resource>(id: &str) -> ApiError {
     ApiError::not_found(format!("{} {id} not found", R::NOUN))
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_KEY_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
+/// After how long an unfinished claim of a key is given up.
+pub const ABANDONED_CLAIM_AFTER: chrono::Duration = chrono::Duration::minutes(5);
+/// How many records an export reads at a time; the most it holds in memory.
+pub const EXPORT_BATCH: i64 = 500;
+
+/// Reads every contact of a linked account in batches of [`EXPORT_BATCH`].
+struct BatchReader {
+    pool: SqlitePool,
+    account_id: String,
+    updated_after: Option<String>,
+    after_seq: i64,
+    buffered: std::collections::VecDeque<(i64, JsonObject)>,
+    done: bool,
+}
+
+impl BatchReader {
+    async fn next(&mut self) -> ServiceResult<Option<JsonObject>> {
+        if self.buffered.is_empty() && !self.done {
+            let batch = read_batch(
+                &self.pool,
+                &self.account_id,
+                Contact::KIND,
+                self.after_seq,
+                self.updated_after.as_deref(),
+                EXPORT_BATCH,
+            )
+            .await?;
+            self.done = (batch.len() as i64) < EXPORT_BATCH;
+            if let Some((seq, _)) = batch.last() {
+                self.after_seq = *seq;
+            }
+            self.buffered.extend(batch);
+        }
+        Ok(self.buffered.pop_front().map(|(_, record)| record))
+    }
 }
 
 /// The CRM service over the local provider.
@@ -216,6 +437,18 @@ impl LocalCrm {
         scope: &AccountScope,
         write: Write<D>,
     ) -> ServiceResult<Served<R>> {
+        if write.sent.contains_key("id") {
+            return Err(ApiError::unprocessable(
+                "id",
+                "id is assigned by the server; leave it out on create",
+            ));
+        }
+        if write.sent.contains_key("etag") {
+            return Err(ApiError::unprocessable(
+                "etag",
+                "etag applies to updates; leave it out on create",
+            ));
+        }
         let now = Utc::now();
         let id = uuid::Uuid::new_v4().to_string();
         let mut record = JsonObject::new();
@@ -227,12 +460,13 @@ impl LocalCrm {
             "created_at".into(),
             serde_json::to_value(now).unwrap_or_default(),
         );
-        record.insert(
-            "updated_at".into(),
-            serde_json::to_value(now).unwrap_or_default(),
-        );
-        R::derive(&mut record);
+        stamp(&mut record, now);
+        R::derive(&mut record, &write.sent)?;
         R::check(&record)?;
+        let mut tx = write_tx(&self.pool).await.map_err(internal)?;
+        if R::CUSTOM_FIELDS {
+            resolve_custom_fields(&mut tx, scope, &mut record).await?;
+        }
         let data: R = typed(&record)?;
         let stored = to_object(&data)?;
         let passthrough = write
@@ -240,10 +474,9 @@ impl LocalCrm {
             .get("passthrough")
             .filter(|p| !p.is_null())
             .map(Value::to_string);
-        let mut tx = write_tx(&self.pool).await.map_err(internal)?;
         sqlx::query(
-            "INSERT INTO records (linked_account_id, kind, id, body, passthrough, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO records (linked_account_id, kind, id, body, passthrough, created_at, updated_at, external_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&scope.account_id)
         .bind(R::KIND)
@@ -252,10 +485,12 @@ impl LocalCrm {
         .bind(passthrough)
         .bind(timestamp(now))
         .bind(timestamp(now))
+        .bind(external_id(&stored))
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        .map_err(conflict_or_internal)?;
         tx.commit().await.map_err(internal)?;
+        let data = self.present(scope, stored.clone()).await?;
         let raw = raw(
             "POST",
             format!("local://{}", R::KIND),
@@ -271,28 +506,79 @@ impl LocalCrm {
     async fn update<R: Resource, D>(
         &self,
         scope: &AccountScope,
-        id: &str,
+        at: Locator<'_>,
         write: Write<D>,
     ) -> ServiceResult<Served<R>> {
         let now = Utc::now();
         let mut tx = write_tx(&self.pool).await.map_err(internal)?;
-        let row = sqlx::query("SELECT seq, body, passthrough FROM records WHERE linked_account_id = ? AND kind = ? AND id = ?")
+        let (column, value) = match at {
+            Locator::Id(id) => ("id", id),
+            Locator::ExternalId(external) => ("external_id", external),
+        };
+        let sql = match at {
+            Locator::Id(_) => {
+                "SELECT seq, body, passthrough FROM records WHERE linked_account_id = ? AND kind = ? AND id = ?"
+            }
+            Locator::ExternalId(_) => {
+                "SELECT seq, body, passthrough FROM records WHERE linked_account_id = ? AND kind = ? AND external_id = ?"
+            }
+        };
+        let row = sqlx::query(sql)
             .bind(&scope.account_id)
             .bind(R::KIND)
-            .bind(id)
+            .bind(value)
             .fetch_optional(&mut *tx)
             .await
             .map_err(internal)?
-            .ok_or_else(|| not_found::<R>(id))?;
+            .ok_or_else(|| {
+                ApiError::not_found(format!("{} with {column} {value} not found", R::NOUN))
+            })?;
         let seq: i64 = row.get("seq");
         let mut record = parse_body(row.get("body"))?;
+        let id = record
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(sent_id) = write.sent.get("id").filter(|v| !v.is_null())
+            && sent_id.as_str() != Some(id.as_str())
+        {
+            return Err(ApiError::unprocessable(
+                "id",
+                format!(
+                    "the body's id {sent_id} is not the id of the {} being updated ({id}); an update never changes an id",
+                    R::NOUN
+                ),
+            ));
+        }
+        let current = record
+            .get("etag")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let wanted = write.if_match.clone().or_else(|| {
+            write
+                .sent
+                .get("etag")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        if let Some(wanted) = wanted
+            && !etag_matches(&wanted, &current)
+        {
+            return Err(ApiError::precondition_failed(format!(
+                "the {} has changed: its etag is \"{current}\", not {wanted}; read it again and retry",
+                R::NOUN
+            ))
+            .with("etag", current));
+        }
         merge(&mut record, &write.sent);
-        record.insert(
-            "updated_at".into(),
-            serde_json::to_value(now).unwrap_or_default(),
-        );
-        R::derive(&mut record);
+        stamp(&mut record, now);
+        R::derive(&mut record, &write.sent)?;
         R::check(&record)?;
+        if R::CUSTOM_FIELDS {
+            resolve_custom_fields(&mut tx, scope, &mut record).await?;
+        }
         let data: R = typed(&record)?;
         let stored = to_object(&data)?;
         let passthrough = match write.sent.get("passthrough") {
@@ -300,15 +586,17 @@ impl LocalCrm {
             Some(p) => Some(p.to_string()),
             None => row.get::<Option<String>, _>("passthrough"),
         };
-        sqlx::query("UPDATE records SET body = ?, passthrough = ?, updated_at = ? WHERE seq = ?")
+        sqlx::query("UPDATE records SET body = ?, passthrough = ?, updated_at = ?, external_id = ? WHERE seq = ?")
             .bind(Value::Object(stored.clone()).to_string())
             .bind(passthrough)
             .bind(timestamp(now))
+            .bind(external_id(&stored))
             .bind(seq)
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            .map_err(conflict_or_internal)?;
         tx.commit().await.map_err(internal)?;
+        let data = self.present(scope, stored.clone()).await?;
         let raw = raw(
             "PATCH",
             format!("local://{}/{id}", R::KIND),
@@ -319,6 +607,38 @@ impl LocalCrm {
             data,
             raw: vec![raw],
         })
+    }
+
+    /// Turns a stored record into its unified form: for contacts, `unified_custom_fields`
+    /// from the project's mapping.
+    async fn present<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        record: JsonObject,
+    ) -> ServiceResult<R> {
+        let mapping = if R::CUSTOM_FIELDS {
+            self.mapping(scope).await?
+        } else {
+            BTreeMap::new()
+        };
+        present_with(record, &mapping)
+    }
+
+    /// The project's unified custom field mapping for contacts.
+    async fn mapping(&self, scope: &AccountScope) -> ServiceResult<BTreeMap<String, String>> {
+        let row = sqlx::query(
+            "SELECT mappings FROM unified_custom_fields WHERE project_id = ? AND kind = ?",
+        )
+        .bind(&scope.project_id)
+        .bind(Contact::KIND)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(internal)?;
+        match row {
+            Some(row) => serde_json::from_str(row.get("mappings"))
+                .map_err(|e| ApiError::internal(format!("a stored mapping is corrupt: {e}"))),
+            None => Ok(BTreeMap::new()),
+        }
     }
 
     async fn get<R: Resource>(
@@ -338,7 +658,7 @@ impl LocalCrm {
         .map_err(internal)?
         .ok_or_else(|| not_found::<R>(id))?;
         let record = parse_body(row.get("body"))?;
-        let data: R = typed(&record)?;
+        let data: R = self.present(scope, record.clone()).await?;
         let url = with_proxy(format!("local://{}/{id}", R::KIND), &read.proxy);
         Ok(Served {
             data: (row.get("seq"), data),
@@ -356,25 +676,25 @@ impl LocalCrm {
             None => 0,
         };
         let updated_after = request.updated_after.map(timestamp);
-        let rows = sqlx::query(
-            "SELECT seq, body FROM records
-             WHERE linked_account_id = ?1 AND kind = ?2 AND seq > ?3 AND (?4 IS NULL OR updated_at > ?4)
-             ORDER BY seq LIMIT ?5",
+        let rows = read_batch(
+            &self.pool,
+            &scope.account_id,
+            R::KIND,
+            after,
+            updated_after.as_deref(),
+            i64::from(request.page_size) + 1,
         )
-        .bind(&scope.account_id)
-        .bind(R::KIND)
-        .bind(after)
-        .bind(&updated_after)
-        .bind(i64::from(request.page_size) + 1)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(internal)?;
+        .await?;
         let more = rows.len() > request.page_size as usize;
+        let mapping = if R::CUSTOM_FIELDS {
+            self.mapping(scope).await?
+        } else {
+            BTreeMap::new()
+        };
         let mut data = Vec::with_capacity(rows.len());
         let mut bodies = Vec::with_capacity(rows.len());
-        for row in rows.into_iter().take(request.page_size as usize) {
-            let record = parse_body(row.get("body"))?;
-            data.push((row.get::<i64, _>("seq"), typed(&record)?));
+        for (seq, record) in rows.into_iter().take(request.page_size as usize) {
+            data.push((seq, present_with(record.clone(), &mapping)?));
             bodies.push(Value::Object(record));
         }
         let next = more.then(|| {
@@ -482,10 +802,7 @@ impl LocalCrm {
         let seq: i64 = row.get("seq");
         let mut record = parse_body(row.get("body"))?;
         let now = Utc::now();
-        record.insert(
-            "updated_at".into(),
-            serde_json::to_value(now).unwrap_or_default(),
-        );
+        stamp(&mut record, now);
         sqlx::query("UPDATE records SET body = ?, updated_at = ? WHERE seq = ?")
             .bind(Value::Object(record.clone()).to_string())
             .bind(timestamp(now))
@@ -549,11 +866,175 @@ impl CrmService for LocalCrm {
         id: &str,
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Contact>> {
-        self.update(scope, id, write).await
+        self.update(scope, Locator::Id(id), write).await
     }
 
     async fn delete_contact(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
         self.delete::<Contact>(scope, id).await
+    }
+
+    async fn update_contact_by_external_id(
+        &self,
+        scope: &AccountScope,
+        external_id: &str,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Contact>> {
+        self.update(scope, Locator::ExternalId(external_id), write)
+            .await
+    }
+
+    async fn export_contacts(
+        &self,
+        scope: &AccountScope,
+        updated_after: Option<chrono::DateTime<Utc>>,
+    ) -> ServiceResult<RecordStream<Contact>> {
+        let mapping = self.mapping(scope).await?;
+        let reader = BatchReader {
+            pool: self.pool.clone(),
+            account_id: scope.account_id.clone(),
+            updated_after: updated_after.map(timestamp),
+            after_seq: 0,
+            buffered: std::collections::VecDeque::new(),
+            done: false,
+        };
+        let stream =
+            futures::stream::try_unfold((reader, mapping), |(mut reader, mapping)| async move {
+                match reader.next().await? {
+                    Some(record) => {
+                        let contact: Contact = present_with(record, &mapping)?;
+                        Ok(Some((contact, (reader, mapping))))
+                    }
+                    None => Ok(None),
+                }
+            });
+        Ok(Box::pin(stream))
+    }
+
+    async fn get_contact_unified_custom_fields(
+        &self,
+        scope: &AccountScope,
+    ) -> ServiceResult<UnifiedCustomFields> {
+        Ok(UnifiedCustomFields {
+            mappings: self.mapping(scope).await?,
+        })
+    }
+
+    async fn set_contact_unified_custom_fields(
+        &self,
+        scope: &AccountScope,
+        mapping: UnifiedCustomFields,
+    ) -> ServiceResult<UnifiedCustomFields> {
+        for (unified, definition) in &mapping.mappings {
+            if unified.trim().is_empty() || definition.trim().is_empty() {
+                return Err(ApiError::unprocessable(
+                    "mappings",
+                    "unified names and definition names must not be empty",
+                ));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO unified_custom_fields (project_id, kind, mappings) VALUES (?, ?, ?)
+             ON CONFLICT (project_id, kind) DO UPDATE SET mappings = excluded.mappings",
+        )
+        .bind(&scope.project_id)
+        .bind(Contact::KIND)
+        .bind(serde_json::to_string(&mapping.mappings).unwrap_or_default())
+        .execute(&self.pool)
+        .await
+        .map_err(internal)?;
+        Ok(mapping)
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        scope: &AccountScope,
+        key: &str,
+        fingerprint: &str,
+    ) -> ServiceResult<IdempotencyClaim> {
+        let now = Utc::now();
+        let mut tx = write_tx(&self.pool).await.map_err(internal)?;
+        // Keys live 24 hours; a claim whose request never finished (the server stopped
+        // mid-way) is given up after a few minutes so that a retry can run.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < ?1 OR (status IS NULL AND created_at < ?2)",
+        )
+        .bind(timestamp(now - IDEMPOTENCY_KEY_LIFETIME))
+        .bind(timestamp(now - ABANDONED_CLAIM_AFTER))
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        let row = sqlx::query("SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE project_id = ? AND key = ?")
+            .bind(&scope.project_id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(internal)?;
+        let claim = match row {
+            None => {
+                sqlx::query("INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at) VALUES (?, ?, ?, ?)")
+                    .bind(&scope.project_id)
+                    .bind(key)
+                    .bind(fingerprint)
+                    .bind(timestamp(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                IdempotencyClaim::Proceed
+            }
+            Some(row) if row.get::<String, _>("fingerprint") != fingerprint => {
+                return Err(ApiError::unprocessable(
+                    "Idempotency-Key",
+                    "this Idempotency-Key was used with another request; use a new key for a new request",
+                ));
+            }
+            Some(row) => match row.get::<Option<i64>, _>("status") {
+                None => {
+                    return Err(ApiError::conflict(
+                        "the first request with this Idempotency-Key is still running; retry later",
+                    ));
+                }
+                Some(status) => IdempotencyClaim::Replay(StoredResponse {
+                    status: u16::try_from(status).unwrap_or(200),
+                    headers: serde_json::from_str(
+                        row.get::<Option<&str>, _>("headers").unwrap_or("[]"),
+                    )
+                    .unwrap_or_default(),
+                    body: row.get::<Option<Vec<u8>>, _>("body").unwrap_or_default(),
+                }),
+            },
+        };
+        tx.commit().await.map_err(internal)?;
+        Ok(claim)
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        scope: &AccountScope,
+        key: &str,
+        response: &StoredResponse,
+    ) -> ServiceResult<()> {
+        sqlx::query("UPDATE idempotency_keys SET status = ?, headers = ?, body = ? WHERE project_id = ? AND key = ?")
+            .bind(i64::from(response.status))
+            .bind(serde_json::to_string(&response.headers).unwrap_or_default())
+            .bind(&response.body)
+            .bind(&scope.project_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, scope: &AccountScope, key: &str) -> ServiceResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE project_id = ? AND key = ? AND status IS NULL",
+        )
+        .bind(&scope.project_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(internal)?;
+        Ok(())
     }
 
     async fn list_accounts(
@@ -587,7 +1068,7 @@ impl CrmService for LocalCrm {
         id: &str,
         write: Write<CrmCreateAccountRequestDto>,
     ) -> ServiceResult<Served<Account>> {
-        self.update(scope, id, write).await
+        self.update(scope, Locator::Id(id), write).await
     }
 
     async fn delete_account(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
@@ -654,7 +1135,7 @@ impl CrmService for LocalCrm {
                 ));
             }
         }
-        let served: Served<List> = self.update(scope, id, write).await?;
+        let served: Served<List> = self.update(scope, Locator::Id(id), write).await?;
         let seq = self
             .get::<List>(scope, id, &ReadRequest::default())
             .await?
@@ -802,6 +1283,6 @@ impl CrmService for LocalCrm {
         id: &str,
         write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
     ) -> ServiceResult<Served<CustomFieldDefinition>> {
-        self.update(scope, id, write).await
+        self.update(scope, Locator::Id(id), write).await
     }
 }

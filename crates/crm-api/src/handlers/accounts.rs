@@ -7,7 +7,9 @@ use super::{Shape, no_content, page, single, written};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, RecordId};
 use crate::models::{AccountResult, AccountsPaginated, CrmCreateAccountRequestDto};
-use crate::params::{AccountHeader, CrmQuery, PageParams, ReadParams, RecordPath};
+use crate::params::{
+    AccountHeader, CrmQuery, IdempotencyHeader, IfMatchHeader, PageParams, ReadParams, RecordPath,
+};
 use crate::service::{AccountScope, AppState};
 
 const TAG: &str = "Accounts";
@@ -39,9 +41,9 @@ pub async fn list(
 /// Creates an account (company) in the linked account and returns it.
 #[utoipa::path(
     post, path = "/unified/crm/accounts", tag = TAG, operation_id = "crm_create_account",
-    params(AccountHeader),
+    params(AccountHeader, IdempotencyHeader),
     request_body = CrmCreateAccountRequestDto,
-    responses((status = 200, description = "The account as created.", body = AccountResult)),
+    responses((status = 200, description = "The account as created.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = AccountResult)),
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -49,7 +51,7 @@ pub async fn create(
     JsonBody(write): JsonBody<CrmCreateAccountRequestDto>,
 ) -> Result<Response, ApiError> {
     let account = state.service.create_account(&scope, write).await?;
-    written(account, |data, raw| AccountResult { data, raw })
+    written(account, false, |data, raw| AccountResult { data, raw })
 }
 
 /// Get Account
@@ -58,7 +60,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/unified/crm/accounts/{id}", tag = TAG, operation_id = "crm_get_account",
     params(AccountHeader, RecordPath, ReadParams),
-    responses((status = 200, description = "The account.", body = AccountResult)),
+    responses((status = 200, description = "The account.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = AccountResult)),
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -82,9 +84,9 @@ pub async fn get(
 /// is cleared.
 #[utoipa::path(
     patch, path = "/unified/crm/accounts/{id}", tag = TAG, operation_id = "crm_update_account",
-    params(AccountHeader, RecordPath),
+    params(AccountHeader, RecordPath, IfMatchHeader),
     request_body = CrmCreateAccountRequestDto,
-    responses((status = 200, description = "The account as updated.", body = AccountResult)),
+    responses((status = 200, description = "The account as updated.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = AccountResult)),
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -93,7 +95,7 @@ pub async fn update(
     JsonBody(write): JsonBody<CrmCreateAccountRequestDto>,
 ) -> Result<Response, ApiError> {
     let account = state.service.update_account(&scope, &id, write).await?;
-    written(account, |data, raw| AccountResult { data, raw })
+    written(account, false, |data, raw| AccountResult { data, raw })
 }
 
 /// Delete Account

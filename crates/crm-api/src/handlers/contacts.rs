@@ -1,13 +1,20 @@
 //! Contacts: people in the connected CRM.
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 
-use super::{Shape, no_content, page, single, written};
+use super::{Shape, no_content, page, prefers_minimal, project, single, written};
 use crate::error::ApiError;
-use crate::extract::{JsonBody, RecordId};
+use crate::extract::{ExternalId, JsonBody, RecordId};
 use crate::models::{ContactResult, ContactsPaginated, CrmCreateContactRequestDto};
-use crate::params::{AccountHeader, CrmQuery, IncludeParams, PageParams, ReadParams, RecordPath};
+use crate::params::{
+    AccountHeader, CrmQuery, ExportParams, ExternalIdPath, IdempotencyHeader, IfMatchHeader,
+    IncludeParams, PageParams, PreferHeader, ReadParams, RecordPath,
+};
 use crate::service::{AccountScope, AppState};
 
 const TAG: &str = "Contacts";
@@ -39,9 +46,9 @@ pub async fn list(
 /// Creates a contact in the linked account and returns it. Answers 200, not 201.
 #[utoipa::path(
     post, path = "/unified/crm/contacts", tag = TAG, operation_id = "crm_create_contact",
-    params(AccountHeader),
+    params(AccountHeader, IdempotencyHeader),
     request_body = CrmCreateContactRequestDto,
-    responses((status = 200, description = "The contact as created.", body = ContactResult)),
+    responses((status = 200, description = "The contact as created.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = ContactResult)),
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -49,7 +56,7 @@ pub async fn create(
     JsonBody(write): JsonBody<CrmCreateContactRequestDto>,
 ) -> Result<Response, ApiError> {
     let contact = state.service.create_contact(&scope, write).await?;
-    written(contact, |data, raw| ContactResult { data, raw })
+    written(contact, false, |data, raw| ContactResult { data, raw })
 }
 
 /// Get Contact
@@ -58,7 +65,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/unified/crm/contacts/{id}", tag = TAG, operation_id = "crm_get_contact",
     params(AccountHeader, RecordPath, ReadParams, IncludeParams),
-    responses((status = 200, description = "The contact.", body = ContactResult)),
+    responses((status = 200, description = "The contact.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = ContactResult)),
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -82,18 +89,55 @@ pub async fn get(
 /// is cleared. The body has the same model as Create Contact.
 #[utoipa::path(
     patch, path = "/unified/crm/contacts/{id}", tag = TAG, operation_id = "crm_update_contact",
-    params(AccountHeader, RecordPath),
+    params(AccountHeader, RecordPath, IfMatchHeader, PreferHeader),
     request_body = CrmCreateContactRequestDto,
-    responses((status = 200, description = "The contact as updated.", body = ContactResult)),
+    responses(
+        (status = 200, description = "The contact as updated.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = ContactResult),
+        (status = 204, description = "Updated; sent instead of the record when the request has `Prefer: return=minimal`.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field."))),
+    ),
 )]
 pub async fn update(
     State(state): State<AppState>,
     scope: AccountScope,
     RecordId(id): RecordId,
+    headers: HeaderMap,
     JsonBody(write): JsonBody<CrmCreateContactRequestDto>,
 ) -> Result<Response, ApiError> {
     let contact = state.service.update_contact(&scope, &id, write).await?;
-    written(contact, |data, raw| ContactResult { data, raw })
+    written(contact, prefers_minimal(&headers), |data, raw| {
+        ContactResult { data, raw }
+    })
+}
+
+/// Update Contact by External Id
+///
+/// Updates the contact whose `external_id` is the one in the path, like Update Contact.
+/// If the body carries an `id`, it must equal the contact's id (422 otherwise): an update
+/// never changes an id.
+#[utoipa::path(
+    patch, path = "/unified/crm/contacts/external_id/{external_id}", tag = TAG,
+    operation_id = "crm_update_contact_by_external_id",
+    params(AccountHeader, ExternalIdPath, IfMatchHeader, PreferHeader),
+    request_body = CrmCreateContactRequestDto,
+    responses(
+        (status = 200, description = "The contact as updated.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = ContactResult),
+        (status = 204, description = "Updated; sent instead of the record when the request has `Prefer: return=minimal`.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field."))),
+    ),
+)]
+pub async fn update_by_external_id(
+    State(state): State<AppState>,
+    scope: AccountScope,
+    ExternalId(external_id): ExternalId,
+    headers: HeaderMap,
+    JsonBody(write): JsonBody<CrmCreateContactRequestDto>,
+) -> Result<Response, ApiError> {
+    let contact = state
+        .service
+        .update_contact_by_external_id(&scope, &external_id, write)
+        .await?;
+    written(contact, prefers_minimal(&headers), |data, raw| {
+        ContactResult { data, raw }
+    })
 }
 
 /// Delete Contact
@@ -112,3 +156,53 @@ pub async fn delete(
     state.service.delete_contact(&scope, &id).await?;
     Ok(no_content())
 }
+
+/// Export Contacts
+///
+/// Streams every contact of the linked account, oldest first, as newline-delimited JSON
+/// (`application/x-ndjson`): one Contact object per line, with no envelope. The server reads
+/// the records in batches and holds only one batch in memory, so an export of any size runs
+/// in constant memory.
+#[utoipa::path(
+    get, path = "/unified/crm/export/contacts", tag = TAG, operation_id = "crm_export_contacts",
+    params(AccountHeader, ExportParams, IncludeParams),
+    responses((status = 200, description = "One Contact JSON object per line.", content_type = "application/x-ndjson", body = inline(NdjsonBody))),
+)]
+pub async fn export(
+    State(state): State<AppState>,
+    scope: AccountScope,
+    query: CrmQuery,
+) -> Result<Response, ApiError> {
+    let contacts = state
+        .service
+        .export_contacts(&scope, query.updated_after)
+        .await?;
+    let lines = contacts.map(move |contact| {
+        let mut line = contact
+            .and_then(|c| {
+                serde_json::to_value(c)
+                    .map_err(|e| ApiError::internal(format!("could not serialise a contact: {e}")))
+            })
+            .map_err(|e| {
+                // The status line is gone by now; ending the stream early is all that is left.
+                tracing::error!(error = %e, "export stopped");
+                std::io::Error::other(e.message)
+            })?;
+        project(&mut line, &query, Shape::Contact);
+        let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        Ok::<_, std::io::Error>(bytes)
+    });
+    let mut response = Body::from_stream(lines).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+/// The schema of an NDJSON body: opaque bytes, one JSON object per line.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+struct NdjsonBody(Vec<u8>);

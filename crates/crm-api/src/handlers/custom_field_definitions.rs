@@ -10,7 +10,9 @@ use crate::models::{
     CrmCreateCustomFieldDefinitionRequestDto, CustomFieldDefinitionResultApiModel,
     CustomFieldDefinitionsPaginated,
 };
-use crate::params::{AccountHeader, CrmQuery, PageParams, ReadParams, RecordPath};
+use crate::params::{
+    AccountHeader, CrmQuery, IdempotencyHeader, PageParams, ReadParams, RecordPath,
+};
 use crate::service::{AccountScope, AppState};
 
 const TAG: &str = "Custom Field Definitions";
@@ -45,7 +47,7 @@ pub async fn list(
 #[utoipa::path(
     post, path = "/unified/crm/custom_field_definitions/contacts", tag = TAG,
     operation_id = "crm_create_contact_custom_field_definition",
-    params(AccountHeader),
+    params(AccountHeader, IdempotencyHeader),
     request_body = CrmCreateCustomFieldDefinitionRequestDto,
     responses((status = 200, description = "The definition as created.", body = CustomFieldDefinitionResultApiModel)),
 )]
@@ -58,7 +60,7 @@ pub async fn create(
         .service
         .create_contact_custom_field_definition(&scope, write)
         .await?;
-    written(definition, |data, raw| {
+    written(definition, false, |data, raw| {
         CustomFieldDefinitionResultApiModel { data, raw }
     })
 }
@@ -108,7 +110,7 @@ pub async fn update(
         .service
         .update_contact_custom_field_definition(&scope, &id, write)
         .await?;
-    written(definition, |data, raw| {
+    written(definition, false, |data, raw| {
         CustomFieldDefinitionResultApiModel { data, raw }
     })
 }

@@ -7,7 +7,10 @@ use super::{Shape, page, single, written};
 use crate::error::ApiError;
 use crate::extract::{ItemId, JsonBody, RecordId};
 use crate::models::{CrmCreateListRequestDto, CrmListItemsRequestDto, ListResult, ListsPaginated};
-use crate::params::{AccountHeader, CrmQuery, ListItemPath, PageParams, ReadParams, RecordPath};
+use crate::params::{
+    AccountHeader, CrmQuery, IdempotencyHeader, IfMatchHeader, ListItemPath, PageParams,
+    ReadParams, RecordPath,
+};
 use crate::service::{AccountScope, AppState};
 
 const TAG: &str = "Lists";
@@ -36,9 +39,9 @@ pub async fn list(
 /// Creates an empty list in the linked account and returns it.
 #[utoipa::path(
     post, path = "/unified/crm/lists", tag = TAG, operation_id = "crm_create_list",
-    params(AccountHeader),
+    params(AccountHeader, IdempotencyHeader),
     request_body = CrmCreateListRequestDto,
-    responses((status = 200, description = "The list as created.", body = ListResult)),
+    responses((status = 200, description = "The list as created.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = ListResult)),
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -46,7 +49,7 @@ pub async fn create(
     JsonBody(write): JsonBody<CrmCreateListRequestDto>,
 ) -> Result<Response, ApiError> {
     let list = state.service.create_list(&scope, write).await?;
-    written(list, |data, raw| ListResult { data, raw })
+    written(list, false, |data, raw| ListResult { data, raw })
 }
 
 /// Get List
@@ -55,7 +58,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/unified/crm/lists/{id}", tag = TAG, operation_id = "crm_get_list",
     params(AccountHeader, RecordPath, ReadParams),
-    responses((status = 200, description = "The list.", body = ListResult)),
+    responses((status = 200, description = "The list.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = ListResult)),
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -79,9 +82,9 @@ pub async fn get(
 /// items cannot change its type (409).
 #[utoipa::path(
     patch, path = "/unified/crm/lists/{id}", tag = TAG, operation_id = "crm_update_list",
-    params(AccountHeader, RecordPath),
+    params(AccountHeader, RecordPath, IfMatchHeader),
     request_body = CrmCreateListRequestDto,
-    responses((status = 200, description = "The list as updated.", body = ListResult)),
+    responses((status = 200, description = "The list as updated.", headers(("ETag" = String, description = "The etag of the record, as in its `etag` field.")), body = ListResult)),
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -90,7 +93,7 @@ pub async fn update(
     JsonBody(write): JsonBody<CrmCreateListRequestDto>,
 ) -> Result<Response, ApiError> {
     let list = state.service.update_list(&scope, &id, write).await?;
-    written(list, |data, raw| ListResult { data, raw })
+    written(list, false, |data, raw| ListResult { data, raw })
 }
 
 /// Add List Items
@@ -100,7 +103,7 @@ pub async fn update(
 /// Adding an item that is already on the list changes nothing.
 #[utoipa::path(
     post, path = "/unified/crm/lists/{id}/items", tag = TAG, operation_id = "crm_add_list_items",
-    params(AccountHeader, RecordPath),
+    params(AccountHeader, RecordPath, IdempotencyHeader),
     request_body = CrmListItemsRequestDto,
     responses((status = 200, description = "The list with its items.", body = ListResult)),
 )]
@@ -114,7 +117,7 @@ pub async fn add_items(
         .service
         .add_list_items(&scope, &id, &write.body.item_ids)
         .await?;
-    written(list, |data, raw| ListResult { data, raw })
+    written(list, false, |data, raw| ListResult { data, raw })
 }
 
 /// Remove List Item
@@ -135,5 +138,5 @@ pub async fn remove_item(
         .service
         .remove_list_item(&scope, &id, &item_id)
         .await?;
-    written(list, |data, raw| ListResult { data, raw })
+    written(list, false, |data, raw| ListResult { data, raw })
 }

@@ -4,9 +4,11 @@ pub mod accounts;
 pub mod contacts;
 pub mod custom_field_definitions;
 pub mod lists;
+pub mod unified_custom_fields;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::ETAG;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -62,7 +64,7 @@ fn shaped(envelope: impl Serialize, query: &CrmQuery, shape: Shape) -> Result<Re
     Ok(Json(value).into_response())
 }
 
-fn project(item: &mut Value, query: &CrmQuery, shape: Shape) {
+pub(crate) fn project(item: &mut Value, query: &CrmQuery, shape: Shape) {
     let Value::Object(fields) = item else { return };
     if matches!(shape, Shape::Contact) && !query.includes("custom_fields") {
         fields.remove("custom_fields");
@@ -70,20 +72,69 @@ fn project(item: &mut Value, query: &CrmQuery, shape: Shape) {
     if let Some(keep) = &query.fields {
         fields.retain(|name, _| keep.iter().any(|k| k == name));
     }
+    for name in &query.exclude_fields {
+        fields.remove(name);
+    }
 }
 
-/// A single record, shaped by the query.
-pub(crate) fn single<T, E: Serialize>(
+/// A record that carries a version (`etag`), sent back in the `ETag` header.
+pub(crate) trait Versioned {
+    fn etag(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Versioned for crate::models::Contact {
+    fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+}
+
+impl Versioned for crate::models::Account {
+    fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+}
+
+impl Versioned for crate::models::List {
+    fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+}
+
+impl Versioned for crate::models::CustomFieldDefinition {}
+
+fn with_etag(mut response: Response, etag: Option<String>) -> Response {
+    if let Some(value) = etag.and_then(|e| HeaderValue::from_str(&format!("\"{e}\"")).ok()) {
+        response.headers_mut().insert(ETAG, value);
+    }
+    response
+}
+
+/// Whether the request asked for `Prefer: return=minimal`.
+pub(crate) fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
+}
+
+/// A single record, shaped by the query, with its `ETag`.
+pub(crate) fn single<T: Versioned, E: Serialize>(
     served: Served<T>,
     query: &CrmQuery,
     shape: Shape,
     envelope: impl FnOnce(T, Option<Vec<RawResponse>>) -> E,
 ) -> Result<Response, ApiError> {
-    shaped(
+    let etag = served.data.etag().map(str::to_owned);
+    let response = shaped(
         envelope(served.data, raw_part(query, served.raw)),
         query,
         shape,
-    )
+    )?;
+    Ok(with_etag(response, etag))
 }
 
 /// A page of records, shaped by the query.
@@ -100,16 +151,28 @@ pub(crate) fn page<T, E: Serialize>(
     )
 }
 
-/// The answer to a write: the whole record as stored.
-pub(crate) fn written<T, E: Serialize>(
+/// The answer to a write: the whole record as stored with its `ETag`, or, when the
+/// caller prefers `return=minimal`, 204 with the `ETag` alone.
+pub(crate) fn written<T: Versioned, E: Serialize>(
     served: Served<T>,
+    minimal: bool,
     envelope: impl FnOnce(T, Option<Vec<RawResponse>>) -> E,
 ) -> Result<Response, ApiError> {
-    shaped(
+    let etag = served.data.etag().map(str::to_owned);
+    if minimal {
+        let mut response = no_content();
+        response.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_static("return=minimal"),
+        );
+        return Ok(with_etag(response, etag));
+    }
+    let response = shaped(
         envelope(served.data, None),
         &CrmQuery::default(),
         Shape::Plain,
-    )
+    )?;
+    Ok(with_etag(response, etag))
 }
 
 pub(crate) fn no_content() -> Response {
