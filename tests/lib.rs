@@ -23,6 +23,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server exactly as `crm-server serve` does, on 127.0.0.1:0.
     pub async fn start() -> TestServer {
+        Self::start_with(crm_server::HttpSettings::default()).await
+    }
+
+    /// Starts the server with the given limits and timeouts.
+    pub async fn start_with(settings: crm_server::HttpSettings) -> TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let pool = crm_server::open_database(&dir.path().join("crm.db"))
             .await
@@ -35,11 +40,14 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let app = crm_server::app(pool.clone(), &crm_server::HttpSettings::default());
+        let app = crm_server::app(pool.clone(), &settings);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(crm_server::serve(listener, app, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            crm_server::serve_with(listener, app, &settings, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
         TestServer {
             addr,
             base_url: format!("http://{addr}"),

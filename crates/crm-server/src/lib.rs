@@ -4,6 +4,9 @@
 pub mod cursor;
 pub mod custom_fields;
 pub mod db;
+pub mod health;
+pub mod http;
+pub mod rate_limit;
 pub mod store;
 pub mod tenancy;
 
@@ -12,49 +15,40 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use crm_api::AppState;
 use sqlx::SqlitePool;
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
 
+pub use http::{DEFAULT_MAX_BODY_BYTES, HttpSettings};
 pub use store::LocalCrm;
 
-/// The largest request body accepted, in bytes, unless configured otherwise.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// How the HTTP side of the server behaves.
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    pub max_body_bytes: usize,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        }
-    }
-}
-
-/// The whole application over an open database.
+/// The whole application over an open database: the CRM router and the health routes,
+/// behind the HTTP edge (request ids, logs, limits, timeouts).
 pub fn app(pool: SqlitePool, settings: &HttpSettings) -> Router {
-    let state = AppState::new(Arc::new(LocalCrm::new(pool)));
-    crm_api::router(state)
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(TraceLayer::new_for_http())
+    let state = AppState::new(Arc::new(LocalCrm::new(pool.clone())));
+    let routes = health::router(pool).merge(crm_api::router(state));
+    http::layered(routes, settings)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then finishes the requests in
-/// flight before returning.
+/// Serves `app` on `listener` with the default connection settings until `shutdown`
+/// completes, then finishes the requests in flight before returning.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    http::serve(listener, app, &HttpSettings::default(), shutdown).await
+}
+
+/// As [`serve`], with the header limits and timeouts of `settings` applied to connections
+/// (pass the settings `app` was built with).
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    settings: &HttpSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    http::serve(listener, app, settings, shutdown).await
 }
 
 /// What a first start on an empty database created, so a user can call the API at once.

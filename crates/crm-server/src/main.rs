@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -32,9 +33,22 @@ enum Command {
         /// The address to listen on.
         #[arg(long, env = "CRM_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// The largest request body accepted, in bytes.
+        /// The largest request body accepted, in bytes (larger: 413).
         #[arg(long, env = "CRM_MAX_BODY_BYTES", default_value_t = crm_server::DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        /// The largest request line and headers accepted, in bytes (larger: 431).
+        #[arg(long, env = "CRM_MAX_HEADER_BYTES", default_value_t = crm_server::http::DEFAULT_MAX_HEADER_BYTES)]
+        max_header_bytes: usize,
+        /// The most header fields a request may carry (more: 431).
+        #[arg(long, env = "CRM_MAX_HEADERS", default_value_t = crm_server::http::DEFAULT_MAX_HEADERS)]
+        max_headers: usize,
+        /// Seconds a request may take before it is answered 408; 0 waits forever.
+        #[arg(long, env = "CRM_REQUEST_TIMEOUT_SECS", default_value_t = crm_server::http::DEFAULT_REQUEST_TIMEOUT.as_secs())]
+        request_timeout_secs: u64,
+        /// Requests a minute allowed per API key, answered 429 with Retry-After beyond;
+        /// 0 (the default) is no limit.
+        #[arg(long, env = "CRM_RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
+        rate_limit_per_minute: u32,
     },
     /// Manages projects, API keys and linked accounts.
     Admin {
@@ -103,7 +117,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve {
             listen,
             max_body_bytes,
-        } => serve(pool, listen, max_body_bytes).await,
+            max_header_bytes,
+            max_headers,
+            request_timeout_secs,
+            rate_limit_per_minute,
+        } => {
+            let settings = crm_server::HttpSettings {
+                max_body_bytes,
+                max_header_bytes,
+                max_headers,
+                request_timeout: (request_timeout_secs > 0)
+                    .then(|| Duration::from_secs(request_timeout_secs)),
+                rate_limit_per_minute: (rate_limit_per_minute > 0).then_some(rate_limit_per_minute),
+            };
+            serve(pool, listen, settings).await
+        }
         Command::Admin { command } => admin(&pool, command).await,
     }
 }
@@ -111,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(
     pool: sqlx::SqlitePool,
     listen: SocketAddr,
-    max_body_bytes: usize,
+    settings: crm_server::HttpSettings,
 ) -> anyhow::Result<()> {
     if let Some(first) = crm_server::bootstrap_if_empty(&pool).await? {
         println!(
@@ -131,14 +159,17 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("could not listen on {listen}"))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
-    let settings = crm_server::HttpSettings { max_body_bytes };
-    crm_server::serve(
-        listener,
-        crm_server::app(pool, &settings),
-        shutdown_signal(),
-    )
-    .await?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        max_body_bytes = settings.max_body_bytes,
+        max_header_bytes = settings.max_header_bytes,
+        max_headers = settings.max_headers,
+        request_timeout_secs = settings.request_timeout.map_or(0, |t| t.as_secs()),
+        rate_limit_per_minute = settings.rate_limit_per_minute.unwrap_or(0),
+        "listening"
+    );
+    let app = crm_server::app(pool, &settings);
+    crm_server::serve_with(listener, app, &settings, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -162,7 +193,7 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    tracing::info!("shutdown signal received");
 }
 
 async fn admin(pool: &sqlx::SqlitePool, command: Admin) -> anyhow::Result<()> {

@@ -1,0 +1,67 @@
+//! The operational routes `/healthz` and `/readyz`. They are not part of the CRM contract, so
+//! they live outside `crm_api`'s router and never appear in its OpenAPI document.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::{Value, json};
+use sqlx::SqlitePool;
+
+/// The path answering whether the process is up.
+pub const HEALTH_PATH: &str = "/healthz";
+/// The path answering whether the server can serve the API.
+pub const READY_PATH: &str = "/readyz";
+
+/// The health routes over the server's database.
+pub fn router(pool: SqlitePool) -> Router {
+    Router::new()
+        .route(HEALTH_PATH, get(healthz))
+        .route(READY_PATH, get(readyz))
+        .with_state(pool)
+}
+
+/// Alive: the process answers. It touches nothing, so it stays cheap under load.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready: the database answers and every migration this binary carries has been applied.
+async fn readyz(State(pool): State<SqlitePool>) -> Result<Json<Value>, crm_api::ApiError> {
+    match pending_migrations(&pool).await {
+        Ok(0) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(n) => Err(not_ready(format!(
+            "{n} database migrations have not run yet"
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(not_ready("the database cannot be read".to_owned()))
+        }
+    }
+}
+
+fn not_ready(message: String) -> crm_api::ApiError {
+    crm_api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
+/// How many of this binary's migrations the database has not applied successfully.
+pub async fn pending_migrations(pool: &SqlitePool) -> Result<usize, sqlx::Error> {
+    let migrator = sqlx::migrate!("./migrations");
+    let has_table: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let applied: Vec<i64> = if has_table.is_some() {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .count())
+}

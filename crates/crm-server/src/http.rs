@@ -1,0 +1,332 @@
+//! The HTTP edge around the CRM router: request ids, request logs, header and rate limits,
+//! timeouts, and the connection loop that shuts down gracefully.
+//!
+//! Every answer given here is an [`ApiError`] in the contract's shape and carries the
+//! request's `x-request-id`. The only exception is a request whose head is more than four
+//! times the header limit: hyper refuses it with a bare 431 and closes the connection before
+//! any of this code runs, so such a head is never held in memory.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use crm_api::ApiError;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::rate_limit::{RateLimiter, retry_after_secs};
+
+/// The largest request body accepted, in bytes, unless configured otherwise.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The largest request head (request line and headers) accepted, in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The most header fields a request may carry.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// How long a request may take, from its first byte to its answer.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The header carrying the id of a request, taken from the caller or generated.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest caller-chosen request id kept; a longer or odd one is replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// How the HTTP side of the server behaves.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Larger bodies are refused with 413.
+    pub max_body_bytes: usize,
+    /// Larger request heads are refused with 431.
+    pub max_header_bytes: usize,
+    /// Requests with more header fields are refused with 431.
+    pub max_headers: usize,
+    /// A request still unanswered after this long is answered 408; `None` waits forever.
+    /// It also bounds how long a connection may take to send a request head.
+    pub request_timeout: Option<Duration>,
+    /// Requests a minute allowed per API key, answered 429 beyond; `None` is no limit.
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            rate_limit_per_minute: None,
+        }
+    }
+}
+
+/// The id of the request being served, in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+#[derive(Clone)]
+struct Edge {
+    max_header_bytes: usize,
+    max_headers: usize,
+    request_timeout: Option<Duration>,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+/// Wraps `router` in the layers every request passes, outermost first: request id and
+/// request log, header limits, rate limit, timeout, body limit.
+pub fn layered(router: Router, settings: &HttpSettings) -> Router {
+    let edge = Edge {
+        max_header_bytes: settings.max_header_bytes,
+        max_headers: settings.max_headers,
+        request_timeout: settings.request_timeout.filter(|t| !t.is_zero()),
+        limiter: settings
+            .rate_limit_per_minute
+            .filter(|n| *n > 0)
+            .map(|n| Arc::new(RateLimiter::new(n))),
+    };
+    // `Router::layer` wraps each route: the last layer added is the first to run.
+    router
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(edge.clone(), timeout))
+        .layer(middleware::from_fn_with_state(edge.clone(), rate_limit))
+        .layer(middleware::from_fn_with_state(edge, header_limits))
+        .layer(middleware::from_fn(request_log))
+}
+
+fn acceptable_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
+}
+
+/// Takes or makes the request id, logs the request when it is answered, and returns the
+/// id on the response.
+async fn request_log(mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| acceptable_request_id(id))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("<unmatched>", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            latency_ms,
+            "request answered"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+/// The size of a request head as it came over the wire: the request line and every header
+/// line with its separators.
+fn head_bytes(req: &Request) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + headers + 2
+}
+
+async fn header_limits(State(edge): State<Edge>, req: Request, next: Next) -> Response {
+    let count = req.headers().len();
+    if count > edge.max_headers {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request has {count} header fields; at most {} are accepted",
+                edge.max_headers
+            ),
+        )
+        .into_response();
+    }
+    let size = head_bytes(&req);
+    if size > edge.max_header_bytes {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request line and headers take {size} bytes; at most {} are accepted",
+                edge.max_header_bytes
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Spends one token of the presented key's bucket. Requests without a readable key are not
+/// counted: they are refused with 401 before they reach any data.
+async fn rate_limit(State(edge): State<Edge>, req: Request, next: Next) -> Response {
+    if let Some(limiter) = &edge.limiter
+        && let Ok(key) = crm_api::extract::api_key(req.headers())
+        && let Err(wait) = limiter.check(&key.0, Instant::now())
+    {
+        let secs = retry_after_secs(wait);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "rate limit of {} requests a minute for this API key exceeded; retry after {secs} s",
+                limiter.per_minute()
+            ),
+        )
+        .with("retry_after", secs)
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return response;
+    }
+    next.run(req).await
+}
+
+/// Answers 408 when the request (reading its body included) takes longer than allowed.
+///
+/// A write whose answer is 408 was cut off at an unknown point: its transaction either
+/// committed whole or not at all, so the caller reads before retrying.
+async fn timeout(State(edge): State<Edge>, req: Request, next: Next) -> Response {
+    let Some(limit) = edge.request_timeout else {
+        return next.run(req).await;
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request was not completed within {} ms",
+                    limit.as_millis()
+                ),
+            )
+            .into_response();
+            // The body may be half read: this connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes. From then on no connection is
+/// accepted (the listener is closed, so a new one is refused), idle connections are closed,
+/// and the requests in flight are finished before this returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: &HttpSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    // Heads up to four times the limit reach `header_limits`, which answers in the
+    // contract's shape; hyper refuses larger ones itself.
+    let hard_header_bytes = settings.max_header_bytes.saturating_mul(4).max(8192);
+    http1
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_headers(settings.max_headers.saturating_mul(4).max(16))
+        .max_header_size(hard_header_bytes)
+        .max_buf_size(hard_header_bytes.saturating_add(8192).max(400 * 1024))
+        .header_read_timeout(settings.request_timeout.filter(|t| !t.is_zero()));
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let connection =
+            http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stopping.wait_for(|stop| *stop), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        connections = connections.len(),
+        "shutting down: no new connections; finishing the requests in flight"
+    );
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_from_callers_are_kept_only_when_plain() {
+        for good in ["abc", "3f2a-77", "req_1.2:3/4+5=6@x", &"a".repeat(128)] {
+            assert!(acceptable_request_id(good), "{good}");
+        }
+        for bad in ["", "a b", "é", "a\u{7f}", "<script>", &"a".repeat(129)] {
+            assert!(!acceptable_request_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_head_is_measured_as_sent() {
+        let req = Request::builder()
+            .method("GET")
+            .uri("/a?b=c")
+            .header("x-k", "vv")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        // "GET /a?b=c HTTP/1.1\r\n" + "x-k: vv\r\n" + "\r\n"
+        assert_eq!(head_bytes(&req), 21 + 9 + 2);
+    }
+}
