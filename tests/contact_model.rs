@@ -780,3 +780,98 @@ async fn posts_with_an_idempotency_key_happen_once() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn export_streams_every_contact_through_the_client() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let account = server.account_id.as_str();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let body = types::CrmCreateContactRequestDto {
+            last_name: Some(format!("Export{i}")),
+            custom_fields: Some(vec![types::CustomFields {
+                name: Some("Loose".into()),
+                value: Some(types::CustomFieldsValue::String("x".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        ids.push(
+            client
+                .crm_create_contact()
+                .x_account_id(account)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .into_inner()
+                .data
+                .id
+                .unwrap(),
+        );
+    }
+    let exported: Vec<types::Contact> =
+        futures::TryStreamExt::try_collect(crm_client::export_contacts(&client, account))
+            .await
+            .unwrap();
+    assert_eq!(
+        exported
+            .iter()
+            .map(|c| c.id.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert!(
+        exported.iter().all(|c| c.custom_fields.is_none()),
+        "custom fields only with include"
+    );
+
+    // include=custom_fields and the updated_after filter apply to the export as to the list.
+    let http = reqwest::Client::new();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (query, lines, with_fields) in [
+        ("include=custom_fields", 30, true),
+        (
+            format!("filter%5Bupdated_after%5D={later}").as_str(),
+            0,
+            false,
+        ),
+    ] {
+        let text = http
+            .get(format!(
+                "{}/unified/crm/export/contacts?{query}",
+                server.base_url
+            ))
+            .basic_auth(&server.key, Some(""))
+            .header("x-account-id", account)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let parsed: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(parsed.len(), lines, "{query}");
+        assert!(
+            parsed
+                .iter()
+                .all(|c| c.get("custom_fields").is_some() == with_fields),
+            "{query}"
+        );
+    }
+    // Another project's key sees nothing of this account.
+    let other = server.other_tenant().await;
+    let other_client = crm_client::with_api_key(&server.base_url, &other.key);
+    let denied: Result<Vec<types::Contact>, _> =
+        futures::TryStreamExt::try_collect(crm_client::export_contacts(&other_client, account))
+            .await;
+    assert!(
+        matches!(denied, Err(crm_client::ExportError::Api(e)) if matches!(*e, Error::ErrorResponse(ref body) if body.status().as_u16() == 404))
+    );
+    server.stop().await;
+}

@@ -8,6 +8,7 @@
 //!
 //! This file adds what the spec cannot say:
 //! - [`with_api_key`]: a client that authenticates every request the way the API expects;
+//! - [`export_contacts`]: Export Contacts as a stream of typed contacts, read line by line;
 //! - [`pages`] and [`items`]: streams that walk every page of a list operation by following
 //!   `next`, with [`all_contacts`], [`all_accounts`], [`all_lists`] and
 //!   [`all_contact_custom_field_definitions`] for the four list operations.
@@ -22,6 +23,7 @@
 #[rustfmt::skip]
 #[allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
 mod generated;
+mod export;
 mod pages;
 
 use std::time::Duration;
@@ -29,13 +31,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
+pub use export::{ExportError, export_contacts};
 pub use generated::*;
 pub use pages::{
     Page, all_accounts, all_contact_custom_field_definitions, all_contacts, all_lists, items, pages,
 };
 
-/// The connect and request timeout of the clients built here, the same as
-/// [`Client::new`]'s.
+/// The connect timeout of the clients built here, and the longest wait for any one read of a
+/// response (a long export keeps streaming as long as bytes keep coming).
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A client for the API at `base_url` that sends `api_key` with every request, as HTTP Basic
@@ -58,7 +61,8 @@ pub fn try_with_api_key(base_url: &str, api_key: &str) -> Result<Client, reqwest
     let http = reqwest::Client::builder()
         .default_headers(headers)
         .connect_timeout(TIMEOUT)
-        .timeout(TIMEOUT)
+        // A timeout per read rather than per request, so a long export keeps streaming.
+        .read_timeout(TIMEOUT)
         .build()?;
     Ok(Client::new_with_client(base_url, http))
 }

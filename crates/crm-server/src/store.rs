@@ -352,8 +352,8 @@ async fn resolve_custom_fields(
 }
 
 /// One batch of records of a kind after `after_seq`, oldest first.
-async fn read_batch(
-    pool: &SqlitePool,
+async fn read_batch<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
     account_id: &str,
     kind: &str,
     after_seq: i64,
@@ -370,7 +370,7 @@ async fn read_batch(
     .bind(after_seq)
     .bind(updated_after)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
     .map_err(internal)?;
     rows.into_iter()
@@ -389,9 +389,11 @@ pub const ABANDONED_CLAIM_AFTER: chrono::Duration = chrono::Duration::minutes(5)
 /// How many records an export reads at a time; the most it holds in memory.
 pub const EXPORT_BATCH: i64 = 500;
 
-/// Reads every contact of a linked account in batches of [`EXPORT_BATCH`].
+/// Reads every contact of a linked account in batches of [`EXPORT_BATCH`], on one pooled
+/// connection held for the whole export (so one page cache warms, not one per connection).
 struct BatchReader {
     pool: SqlitePool,
+    connection: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
     account_id: String,
     updated_after: Option<String>,
     after_seq: i64,
@@ -402,8 +404,12 @@ struct BatchReader {
 impl BatchReader {
     async fn next(&mut self) -> ServiceResult<Option<JsonObject>> {
         if self.buffered.is_empty() && !self.done {
+            if self.connection.is_none() {
+                self.connection = Some(self.pool.acquire().await.map_err(internal)?);
+            }
+            let connection = self.connection.as_mut().expect("acquired above");
             let batch = read_batch(
-                &self.pool,
+                &mut **connection,
                 &self.account_id,
                 Contact::KIND,
                 self.after_seq,
@@ -416,6 +422,10 @@ impl BatchReader {
                 self.after_seq = *seq;
             }
             self.buffered.extend(batch);
+            if self.done {
+                // Give the connection back as soon as the last batch is read.
+                self.connection = None;
+            }
         }
         Ok(self.buffered.pop_front().map(|(_, record)| record))
     }
@@ -891,6 +901,7 @@ impl CrmService for LocalCrm {
         let mapping = self.mapping(scope).await?;
         let reader = BatchReader {
             pool: self.pool.clone(),
+            connection: None,
             account_id: scope.account_id.clone(),
             updated_after: updated_after.map(timestamp),
             after_seq: 0,
