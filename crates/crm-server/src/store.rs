@@ -43,6 +43,9 @@ trait Resource: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// `unified_custom_fields` from the project's mapping.
     const CUSTOM_FIELDS: bool = false;
 
+    /// Whether a record of this kind that holds items (a list) keeps its `type`.
+    const TYPE_FIXED_BY_ITEMS: bool = false;
+
     /// Fills in what a new record gets when the body leaves it out.
     fn defaults(_record: &mut JsonObject) {}
 
@@ -129,6 +132,7 @@ impl Resource for Account {
 impl Resource for List {
     const KIND: &'static str = "lists";
     const NOUN: &'static str = "list";
+    const TYPE_FIXED_BY_ITEMS: bool = true;
 
     fn defaults(record: &mut JsonObject) {
         record
@@ -582,10 +586,26 @@ impl LocalCrm {
             ))
             .with("etag", current));
         }
+        let type_of = |r: &JsonObject| r.get("type").and_then(|t| t.get("value")).cloned();
+        let type_before = type_of(&record);
         merge(&mut record, &write.sent);
         stamp(&mut record, now);
         R::derive(&mut record, &write.sent)?;
         R::check(&record)?;
+        if R::TYPE_FIXED_BY_ITEMS && type_of(&record) != type_before {
+            let items: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM list_items WHERE list_seq = ?")
+                    .bind(seq)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+            if items > 0 {
+                return Err(ApiError::conflict(format!(
+                    "a {} that has items cannot change its type",
+                    R::NOUN
+                )));
+            }
+        }
         if R::CUSTOM_FIELDS {
             resolve_custom_fields(&mut tx, scope, &mut record).await?;
         }
@@ -1132,20 +1152,6 @@ impl CrmService for LocalCrm {
         id: &str,
         write: Write<CrmCreateListRequestDto>,
     ) -> ServiceResult<Served<List>> {
-        if write.sent.contains_key("type") {
-            let current = self
-                .get::<List>(scope, id, &ReadRequest::default())
-                .await?
-                .data;
-            let items = Self::items(&self.pool, current.0).await?;
-            let from = current.1.list_type.and_then(|t| t.value);
-            let to = write.body.list_type.as_ref().and_then(|t| t.value);
-            if !items.is_empty() && from != to {
-                return Err(ApiError::conflict(
-                    "a list that has items cannot change its type",
-                ));
-            }
-        }
         let served: Served<List> = self.update(scope, Locator::Id(id), write).await?;
         let seq = self
             .get::<List>(scope, id, &ReadRequest::default())
