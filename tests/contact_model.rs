@@ -4,32 +4,10 @@
 
 use std::collections::HashMap;
 
-use conformance::TestServer;
-use crm_client::types::{self, ErrorResponse};
-use crm_client::{Error, ResponseValue};
+use conformance::{TestServer, failure, field_of};
+use crm_client::Error;
+use crm_client::types;
 use serde_json::{Value, json};
-
-type Reply<T> = Result<ResponseValue<T>, Error<ErrorResponse>>;
-
-fn failure<T: std::fmt::Debug>(reply: Reply<T>, status: u16) -> ErrorResponse {
-    match reply {
-        Err(Error::ErrorResponse(body)) => {
-            assert_eq!(body.status().as_u16(), status, "{body:?}");
-            body.into_inner()
-        }
-        other => panic!("expected a {status} error body, got {other:?}"),
-    }
-}
-
-fn field_of(error: &ErrorResponse) -> String {
-    error
-        .data
-        .as_ref()
-        .and_then(|d| d.get("field"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
 
 fn full_contact() -> types::CrmCreateContactRequestDto {
     serde_json::from_value(json!({

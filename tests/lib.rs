@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crm_client::types::ErrorResponse;
+use crm_client::{Error, ResponseValue};
 use crm_server::tenancy;
 use sqlx::SqlitePool;
 use tokio::sync::oneshot;
@@ -102,4 +104,38 @@ pub struct Tenant {
     pub key: String,
     pub key_id: String,
     pub account_id: String,
+}
+
+/// What a generated client's operation answers.
+pub type Reply<T> = Result<ResponseValue<T>, Error<ErrorResponse>>;
+
+/// The typed error body of a reply that must have failed with `status`, checked to carry
+/// the contract's fields.
+pub fn failure<T: std::fmt::Debug>(reply: Reply<T>, status: u16) -> ErrorResponse {
+    match reply {
+        Err(Error::ErrorResponse(body)) => {
+            assert_eq!(body.status().as_u16(), status, "{body:?}");
+            let body = body.into_inner();
+            assert_eq!(body.status_code, i32::from(status));
+            assert!(!body.message.is_empty());
+            body
+        }
+        other => panic!("expected a {status} error body, got {other:?}"),
+    }
+}
+
+/// The field an error body names in `data.field`, or "".
+pub fn field_of(error: &ErrorResponse) -> String {
+    error
+        .data
+        .as_ref()
+        .and_then(|d| d.get("field"))
+        .and_then(|f| f.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Generated types have no `PartialEq`; their JSON forms compare instead.
+pub fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("a generated type serialises")
 }

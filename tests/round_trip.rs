@@ -4,31 +4,9 @@
 
 use std::collections::HashSet;
 
-use conformance::TestServer;
-use crm_client::types::{self, ErrorResponse};
-use crm_client::{Error, ResponseValue};
+use conformance::{TestServer, failure, json};
+use crm_client::types;
 use futures::TryStreamExt;
-
-type Reply<T> = Result<ResponseValue<T>, Error<ErrorResponse>>;
-
-/// The typed error body of a reply that must have failed with `status`.
-fn failure<T: std::fmt::Debug>(reply: Reply<T>, status: u16) -> ErrorResponse {
-    match reply {
-        Err(Error::ErrorResponse(body)) => {
-            assert_eq!(body.status().as_u16(), status, "{body:?}");
-            let body = body.into_inner();
-            assert_eq!(body.status_code, i32::from(status));
-            assert!(!body.message.is_empty());
-            body
-        }
-        other => panic!("expected a {status} error body, got {other:?}"),
-    }
-}
-
-/// Generated types have no `PartialEq`; their JSON forms compare instead.
-fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).unwrap()
-}
 
 fn contact(first: &str, last: &str) -> types::CrmCreateContactRequestDto {
     types::CrmCreateContactRequestDto {
