@@ -1484,8 +1484,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "prints a sample comparison; run with --ignored --nocapture"]
-    fn print_sample() {
+    fn a_mixed_comparison_lists_every_change() {
         let c = against_edited(|doc| {
             at(doc, &format!("{CONTACTS}/get/responses"))
                 .as_object_mut()
@@ -1501,6 +1500,13 @@ mod tests {
             *at(doc, &format!("{CONTACTS}/get/summary")) = json!("Contacts");
         });
         println!("{c}");
+        let text = c.to_string();
+        // A removed response, a newly required parameter, a changed type and a dropped
+        // `nullable` are significant; a description and a summary are documentation.
+        assert!(c.significant().count() >= 4, "{text}");
+        assert!(!c.is_compatible());
+        assert!(text.contains("documentation-only"), "{text}");
+        assert!(text.find("significant") < text.find("documentation-only"), "{text}");
     }
 
     #[test]
