@@ -84,6 +84,38 @@ impl fmt::Display for ChangeClass {
     }
 }
 
+/// What a change means for the programs already using the API: the grouping of a changelog
+/// and the input of the release gate. The expected document is the older one.
+///
+/// drift's classes map as follows: *backward-incompatible* and *incompatible* are breaking
+/// (an existing client can fail); *forward-incompatible* is additive (only a new client
+/// talking to an old server can fail: a new operation, a new optional parameter); *trivial*
+/// is documentation. drift's *unhandled* is breaking, except for one case this crate
+/// settles itself: object properties that were only added, none of them required, are
+/// additive (drift 0.2 reports any change to the property set as unhandled). The checks on
+/// top of drift give their own impact: something only in the newer document (a response
+/// header, a media type, a security scheme) is additive; anything removed or changed is
+/// breaking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Impact {
+    /// An existing client may stop working.
+    Breaking,
+    /// Something new; existing clients keep working.
+    Additive,
+    /// Only documentation changed.
+    Documentation,
+}
+
+impl fmt::Display for Impact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Impact::Breaking => "breaking",
+            Impact::Additive => "additive",
+            Impact::Documentation => "documentation",
+        })
+    }
+}
+
 /// Which judge found a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Finder {
@@ -121,6 +153,8 @@ pub struct SpecChange {
     pub message: String,
     /// Who found it.
     pub finder: Finder,
+    /// What it means for existing clients, the expected document taken as the older one.
+    pub impact: Impact,
 }
 
 impl fmt::Display for SpecChange {
@@ -246,18 +280,7 @@ fn metadata_detail(
     exp: &Value,
     act: &Value,
 ) -> Option<String> {
-    let first = change.paths.first()?;
-    let locate = |doc: &'_ Value, stack: &drift::JsonPathStack, subpath: &str| {
-        let base = stack.current_pointer().strip_prefix('#')?.to_owned();
-        let pointer = if subpath.is_empty() {
-            base
-        } else {
-            format!("{base}/{subpath}")
-        };
-        doc.pointer(&pointer).cloned()
-    };
-    let e = locate(exp, &first.old, &info.old_subpath)?;
-    let a = locate(act, &first.new, &info.new_subpath)?;
+    let (e, a) = located(change, info, exp, act)?;
     let mut keys: Vec<&str> = SCHEMA_METADATA
         .iter()
         .copied()
@@ -283,6 +306,89 @@ fn metadata_detail(
             difference(e.get(*key), a.get(*key))
         )),
         several => Some(format!("{} changed", several.join(", "))),
+    }
+}
+
+/// The values a drift change points at in the expected and the actual document.
+fn located(
+    change: &drift::Change,
+    info: &drift::ChangeInfo,
+    exp: &Value,
+    act: &Value,
+) -> Option<(Value, Value)> {
+    let first = change.paths.first()?;
+    let locate = |doc: &'_ Value, stack: &drift::JsonPathStack, subpath: &str| {
+        let base = stack.current_pointer().strip_prefix('#')?.to_owned();
+        let pointer = if subpath.is_empty() {
+            base
+        } else {
+            format!("{base}/{subpath}")
+        };
+        doc.pointer(&pointer).cloned()
+    };
+    Some((
+        locate(exp, &first.old, &info.old_subpath)?,
+        locate(act, &first.new, &info.new_subpath)?,
+    ))
+}
+
+/// Whether drift's "object properties changed" is only new, optional properties: the
+/// expected object's properties all remain, and none of the added ones is required.
+fn only_optional_properties_added(
+    change: &drift::Change,
+    info: &drift::ChangeInfo,
+    exp: &Value,
+    act: &Value,
+) -> bool {
+    let Some((e, a)) = located(change, info, exp, act) else {
+        return false;
+    };
+    let names = |v: &Value| -> BTreeSet<String> {
+        v.get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let required = |v: &Value| -> BTreeSet<String> {
+        v.get("required")
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (before, after) = (names(&e), names(&a));
+    before.is_subset(&after)
+        && before != after
+        && after
+            .difference(&before)
+            .all(|added| !required(&a).contains(added))
+}
+
+fn impact_of_drift(
+    change: &drift::Change,
+    info: &drift::ChangeInfo,
+    exp: &Value,
+    act: &Value,
+) -> Impact {
+    match info.class {
+        drift::ChangeClass::Trivial => Impact::Documentation,
+        drift::ChangeClass::ForwardIncompatible => Impact::Additive,
+        drift::ChangeClass::BackwardIncompatible | drift::ChangeClass::Incompatible => {
+            Impact::Breaking
+        }
+        drift::ChangeClass::Unhandled => {
+            if info.message == "object properties changed"
+                && only_optional_properties_added(change, info, exp, act)
+            {
+                Impact::Additive
+            } else {
+                Impact::Breaking
+            }
+        }
     }
 }
 
@@ -333,6 +439,7 @@ fn from_drift(
         path,
         message,
         finder: Finder::Drift(info.class),
+        impact: impact_of_drift(change, info, exp, act),
     }
 }
 
@@ -513,11 +620,27 @@ struct Checks<'a, 'o> {
 
 impl Checks<'_, '_> {
     fn push(&mut self, class: ChangeClass, path: String, message: String) {
+        let impact = match class {
+            ChangeClass::Significant => Impact::Breaking,
+            ChangeClass::DocumentationOnly => Impact::Documentation,
+        };
         self.out.push(SpecChange {
             class,
             path,
             message,
             finder: Finder::Check,
+            impact,
+        });
+    }
+
+    /// Records something significant that only the actual (newer) document has.
+    fn push_addition(&mut self, path: String, message: String) {
+        self.out.push(SpecChange {
+            class: ChangeClass::Significant,
+            path,
+            message,
+            finder: Finder::Check,
+            impact: Impact::Additive,
         });
     }
 
@@ -692,8 +815,7 @@ impl Checks<'_, '_> {
             );
         }
         for name in an.difference(&en) {
-            self.push(
-                ChangeClass::Significant,
+            self.push_addition(
                 join(at, "headers"),
                 format!("response header '{name}' is only in the actual document"),
             );
@@ -743,8 +865,7 @@ impl Checks<'_, '_> {
             }
         }
         for media in ac.keys().filter(|m| !ec.contains_key(*m)) {
-            self.push(
-                ChangeClass::Significant,
+            self.push_addition(
                 content_at.clone(),
                 format!("media type {media} is only in the actual document"),
             );
@@ -867,8 +988,7 @@ impl Checks<'_, '_> {
             }
         }
         for name in as_.keys().filter(|n| !es.contains_key(*n)) {
-            self.push(
-                ChangeClass::Significant,
+            self.push_addition(
                 base.into(),
                 format!("security scheme '{name}' is only in the actual document"),
             );
@@ -1506,7 +1626,10 @@ mod tests {
         assert!(c.significant().count() >= 4, "{text}");
         assert!(!c.is_compatible());
         assert!(text.contains("documentation-only"), "{text}");
-        assert!(text.find("significant") < text.find("documentation-only"), "{text}");
+        assert!(
+            text.find("significant") < text.find("documentation-only"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -12,19 +12,30 @@
 //!   [`client_view`](mod@client_view)).
 //! - [`compare()`] judges an actual document against the expected one with `drift`, plus the
 //!   checks drift does not make (see [`compare`](mod@compare)).
+//! - [`convert_30_to_31`] turns the spec into OpenAPI 3.1 for publishing (see [`convert`]).
+//! - [`Changelog`] groups the changes since the released document into breaking, additive
+//!   and documentation, and gates `info.version` on them (see [`changelog`]).
+//! - [`reference_page`] renders a document as one self-contained HTML page (see
+//!   [`reference`]).
 
+pub mod changelog;
 pub mod client_view;
 pub mod compare;
+pub mod convert;
 pub mod normalise;
 mod pointer;
+pub mod reference;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub use changelog::{Changelog, Version};
 pub use client_view::client_view;
-pub use compare::{ChangeClass, Comparison, SpecChange, compare};
+pub use compare::{ChangeClass, Comparison, Finder, Impact, SpecChange, compare};
+pub use convert::convert_30_to_31;
 pub use normalise::normalise_31_to_30;
+pub use reference::reference_page;
 
 /// What can go wrong while loading, deriving or comparing documents.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +74,35 @@ pub enum Error {
     /// `drift` failed (or panicked) while comparing the documents.
     #[error("drift could not compare the documents: {0}")]
     Drift(String),
+    /// A document's `info.version` is not `MAJOR.MINOR.PATCH`.
+    #[error("the {which} document's info.version {version:?} is not MAJOR.MINOR.PATCH")]
+    BadVersion {
+        which: &'static str,
+        version: String,
+    },
+    /// The current document breaks compatibility with the released one, and its major
+    /// version is not higher.
+    #[error(
+        "{count} breaking change(s) since the release of {released}, but info.version is \
+         {current}: raise it to {next_major}.0.0, or make the change additive"
+    )]
+    BreakingWithoutMajor {
+        count: usize,
+        released: String,
+        current: String,
+        next_major: u64,
+    },
+    /// The current document's version is lower than the released one's.
+    #[error("info.version went back from {released} (released) to {current}")]
+    VersionWentBack { released: String, current: String },
+    /// A release of a changed document needs a higher version.
+    #[error(
+        "the document changed since the last release: raise info.version from {current} to at least {at_least}"
+    )]
+    VersionNotRaised { current: String, at_least: String },
+    /// The reference page's viewer assets cannot be used.
+    #[error("the reference page cannot be built: {0}")]
+    Viewer(String),
 }
 
 /// The result type of this crate.
