@@ -1,5 +1,7 @@
-//! Workspace automation behind `cargo xtask`: generating the Rust client from the spec, and
-//! judging the server's emitted document against the spec.
+//! Workspace automation behind `cargo xtask`: generating the Rust client from the spec,
+//! judging the server's emitted document against the spec, publishing the spec
+//! ([`publish`](mod@publish)) and gating its versions against the released one
+//! ([`release`](mod@release)).
 //!
 //! The logic lives in this library so that tests (the staleness test in `crm-client`, the
 //! conformance tests) can call it; `src/main.rs` only parses the command line.
@@ -7,6 +9,9 @@
 //! Everything that shapes `crates/crm-client/src/generated.rs` is here or in the spec:
 //! the client view ([`crm_spec::client_view()`]), progenitor's settings
 //! ([`generation_settings`]) and the header ([`GENERATED_HEADER`]).
+
+pub mod publish;
+pub mod release;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

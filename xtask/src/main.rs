@@ -2,13 +2,17 @@
 //!
 //! - `cargo xtask codegen [--check]` regenerates `crates/crm-client/src/generated.rs`.
 //! - `cargo xtask spec diff [--emit FILE]` compares the server's document with the spec.
+//! - `cargo xtask spec changelog | check | release` compare the spec with the released one.
+//! - `cargo xtask publish [--out DIR]` writes the published documents and reference page.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use xtask::{CodegenOutcome, GENERATED_PATH, SPEC_PATH};
+use xtask::publish::DIST_DIR;
+use xtask::release::{RELEASED_PATH, ReleaseOutcome, Specs};
+use xtask::{CodegenOutcome, GENERATED_PATH, SPEC_PATH, workspace_root};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +37,13 @@ enum Command {
         #[command(subcommand)]
         command: SpecCommand,
     },
+    /// Write the spec as OpenAPI 3.0.3 (YAML, JSON) and 3.1 (JSON), the reference page and
+    /// the changelog, after the release gate and the conversion check pass.
+    Publish {
+        /// The directory to write to.
+        #[arg(long, value_name = "DIR", default_value = DIST_DIR)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -44,6 +55,15 @@ enum SpecCommand {
         #[arg(long, value_name = "FILE")]
         emit: Option<PathBuf>,
     },
+    /// Print the changes from openapi/released/crm.yaml to openapi/crm.yaml as Markdown:
+    /// breaking, additive, documentation.
+    Changelog,
+    /// Fail when a change breaks compatibility with the released spec and info.version's
+    /// major was not raised.
+    Check,
+    /// Make openapi/crm.yaml the released spec (openapi/released/crm.yaml); needs a higher
+    /// info.version when anything changed.
+    Release,
 }
 
 fn main() -> ExitCode {
@@ -59,10 +79,80 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Codegen { check } => codegen(check),
-        Command::Spec {
-            command: SpecCommand::Diff { emit },
-        } => spec_diff(emit),
+        Command::Spec { command } => match command {
+            SpecCommand::Diff { emit } => spec_diff(emit),
+            SpecCommand::Changelog => spec_changelog(),
+            SpecCommand::Check => spec_check(),
+            SpecCommand::Release => spec_release(),
+        },
+        Command::Publish { out } => publish(out),
     }
+}
+
+fn spec_changelog() -> Result<ExitCode> {
+    let changelog = Specs::load(&workspace_root())?.changelog()?;
+    print!("{}", changelog.to_markdown());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spec_check() -> Result<ExitCode> {
+    let changelog = Specs::load(&workspace_root())?.changelog()?;
+    let count = |impact| changelog.of_impact(impact).count();
+    println!(
+        "{SPEC_PATH} {} against {RELEASED_PATH} {}: {} breaking, {} additive, {} documentation change(s)",
+        changelog.current,
+        changelog.released,
+        count(crm_spec::Impact::Breaking),
+        count(crm_spec::Impact::Additive),
+        count(crm_spec::Impact::Documentation),
+    );
+    if let Err(error) = changelog.check() {
+        for change in changelog.breaking() {
+            eprintln!("breaking: {change}");
+        }
+        eprintln!("error: {error}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Err(note) = changelog.check_release() {
+        println!("note: before the next release: {note}");
+    }
+    println!("ok: no breaking change without a new major version");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spec_release() -> Result<ExitCode> {
+    let (changelog, outcome) = xtask::release::release(&workspace_root())?;
+    match outcome {
+        ReleaseOutcome::NothingToRelease => {
+            println!("{SPEC_PATH} is the released spec already; nothing to release");
+        }
+        ReleaseOutcome::Released { path, version } => {
+            print!("{}", changelog.to_markdown());
+            println!("released {version}: wrote {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn publish(out: PathBuf) -> Result<ExitCode> {
+    let out = if out.is_absolute() {
+        out
+    } else {
+        workspace_root().join(out)
+    };
+    let started = std::time::Instant::now();
+    let report = xtask::publish::publish(&workspace_root(), &out, &mut |step| {
+        println!("[{:>6.2}s] {step}", started.elapsed().as_secs_f64());
+    })?;
+    for file in &report.files {
+        println!("  {} ({} bytes)", file.path.display(), file.bytes);
+    }
+    println!(
+        "published {} in {:.2}s",
+        report.version,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn codegen(check: bool) -> Result<ExitCode> {
