@@ -4,6 +4,7 @@
 pub mod cursor;
 pub mod custom_fields;
 pub mod db;
+pub mod docs;
 pub mod health;
 pub mod http;
 pub mod rate_limit;
@@ -26,7 +27,10 @@ pub use store::LocalCrm;
 /// behind the HTTP edge (request ids, logs, limits, timeouts).
 pub fn app(pool: SqlitePool, settings: &HttpSettings) -> Router {
     let state = AppState::new(Arc::new(LocalCrm::new(pool.clone())));
-    let routes = health::router(pool).merge(crm_api::router(state));
+    // The documentation routes stay outside crm_api's router: see `docs`.
+    let routes = health::router(pool)
+        .merge(docs::router())
+        .merge(crm_api::router(state));
     http::layered(routes, settings)
 }
 
