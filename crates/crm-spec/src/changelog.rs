@@ -410,6 +410,34 @@ mod tests {
     }
 
     #[test]
+    fn checks_beyond_drift_say_added_or_removed() {
+        let header = json!({"X-Trace": {"schema": {"type": "string"}}});
+        let with_header = edited(|d| {
+            d.pointer_mut(&format!("{CONTACTS}/get/responses/200"))
+                .unwrap()["headers"] = header.clone();
+            d.pointer_mut("/components/securitySchemes")
+                .and_then(Value::as_object_mut)
+                .unwrap()
+                .insert(
+                    "apiKey".into(),
+                    json!({"type": "apiKey", "in": "header", "name": "x-api-key"}),
+                );
+        });
+        let added = Changelog::between(&crm_yaml(), &with_header).unwrap();
+        assert_eq!(added.breaking().count(), 0, "{}", added.to_markdown());
+        assert_eq!(
+            added.of_impact(Impact::Additive).count(),
+            2,
+            "{}",
+            added.to_markdown()
+        );
+        added.check().unwrap();
+        let removed = Changelog::between(&with_header, &crm_yaml()).unwrap();
+        assert_eq!(removed.breaking().count(), 2, "{}", removed.to_markdown());
+        assert!(removed.check().is_err());
+    }
+
+    #[test]
     fn documentation_changes_are_grouped_and_need_only_a_patch_release() {
         let current = edited(|d| {
             *d.pointer_mut(&format!("{CONTACTS}/get/summary")).unwrap() = json!("Contacts");
