@@ -365,7 +365,11 @@ mod tests {
         assert_eq!(log.breaking().count(), 0, "{}", log.to_markdown());
         let additive: Vec<&SpecChange> = log.of_impact(Impact::Additive).collect();
         let says = |words: &str| additive.iter().any(|c| c.message.contains(words));
-        assert!(says("object properties changed"), "{}", log.to_markdown());
+        assert!(
+            says("object properties changed: added nickname"),
+            "{}",
+            log.to_markdown()
+        );
         assert!(
             says("optional parameter 'sort' was added"),
             "{}",
@@ -403,7 +407,7 @@ mod tests {
         assert!(log.check().is_err(), "{}", log.to_markdown());
         assert!(
             log.breaking()
-                .any(|c| c.message.contains("object properties changed")),
+                .any(|c| c.message.contains("properties changed: added nickname")),
             "{}",
             log.to_markdown()
         );

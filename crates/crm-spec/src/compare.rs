@@ -368,6 +368,38 @@ fn only_optional_properties_added(
             .all(|added| !required(&a).contains(added))
 }
 
+/// Which properties an "object properties changed" added and removed, e.g.
+/// `added nickname; removed first_name`.
+fn properties_detail(
+    change: &drift::Change,
+    info: &drift::ChangeInfo,
+    exp: &Value,
+    act: &Value,
+) -> Option<String> {
+    let (e, a) = located(change, info, exp, act)?;
+    let names = |v: &Value| -> BTreeSet<String> {
+        v.get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let (before, after) = (names(&e), names(&a));
+    let list = |set: BTreeSet<&String>| {
+        set.into_iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let added = list(after.difference(&before).collect());
+    let removed = list(before.difference(&after).collect());
+    let parts: Vec<String> = [("added", added), ("removed", removed)]
+        .into_iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(what, names)| format!("{what} {names}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 fn impact_of_drift(
     change: &drift::Change,
     info: &drift::ChangeInfo,
@@ -409,6 +441,11 @@ fn from_drift(
     let mut message = info.message.clone();
     if info.details == drift::ChangeDetails::Metadata
         && let Some(detail) = metadata_detail(change, info, exp, act)
+    {
+        message = format!("{message}: {detail}");
+    }
+    if info.message == "object properties changed"
+        && let Some(detail) = properties_detail(change, info, exp, act)
     {
         message = format!("{message}: {detail}");
     }
