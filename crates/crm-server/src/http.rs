@@ -127,6 +127,7 @@ async fn request_log(mut req: Request, next: Next) -> Response {
         .map_or("<unmatched>", MatchedPath::as_str)
         .to_owned();
     let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    span.in_scope(|| tracing::debug!("request received"));
     let mut response = next.run(req).instrument(span.clone()).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
