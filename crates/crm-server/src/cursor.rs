@@ -31,10 +31,11 @@ impl Cursor {
         if version != VERSION {
             return Err(invalid());
         }
+        // One spelling per position: `+5` or `05` were never issued, so they are refused.
         let after_seq = seq
             .parse::<i64>()
             .ok()
-            .filter(|s| *s >= 0)
+            .filter(|s| *s >= 0 && s.to_string() == seq)
             .ok_or_else(invalid)?;
         Ok(Cursor { after_seq })
     }
