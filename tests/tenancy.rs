@@ -707,16 +707,12 @@ async fn the_database_holds_no_key_text() {
             .await
             .unwrap();
             assert_eq!(scope.project_id, project.id);
-            let secret = key.key.rsplit_once('_').map(|(_, s)| s.to_owned()).unwrap();
+            let secret = secret_of(&key.key);
             secrets.push((key.key, secret));
         }
         let revoked = tenancy::create_key(&pool, &project.id).await.unwrap();
         tenancy::revoke_key(&pool, &revoked.info.id).await.unwrap();
-        let secret = revoked
-            .key
-            .rsplit_once('_')
-            .map(|(_, s)| s.to_owned())
-            .unwrap();
+        let secret = secret_of(&revoked.key);
         secrets.push((revoked.key, secret));
     }
 
@@ -776,6 +772,13 @@ async fn the_database_holds_no_key_text() {
         }
     }
     assert!(scanned > 0);
+}
+
+/// The secret part of `crm_<hex id>_<secret>`; the secret itself may hold `_`.
+fn secret_of(key: &str) -> String {
+    let (_id, secret) = key.strip_prefix("crm_").unwrap().split_once('_').unwrap();
+    assert!(secret.len() >= 40, "{key}");
+    secret.to_owned()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
