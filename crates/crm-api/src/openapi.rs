@@ -6,6 +6,7 @@
 //! response whose body is [`ErrorResponse`].
 
 use utoipa::OpenApi;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -68,6 +69,185 @@ pub const ERROR_RESPONSES: [(u16, &str, &str); 12] = [
         502,
         "BadGateway",
         "The provider of the linked account failed.",
+    ),
+];
+
+/// A link from an operation's answer to another operation it names a record for: the
+/// create → read → update → delete sequences, for readers and for stateful testing.
+struct OperationLink {
+    from: &'static str,
+    status: &'static str,
+    name: &'static str,
+    to: &'static str,
+    parameters: &'static [(&'static str, &'static str)],
+}
+
+const CREATED: &[(&str, &str)] = &[("id", "$response.body#/data/id")];
+const SAME: &[(&str, &str)] = &[("id", "$request.path.id")];
+
+const fn link(
+    from: &'static str,
+    status: &'static str,
+    name: &'static str,
+    to: &'static str,
+    parameters: &'static [(&'static str, &'static str)],
+) -> OperationLink {
+    OperationLink {
+        from,
+        status,
+        name,
+        to,
+        parameters,
+    }
+}
+
+const LINKS: &[OperationLink] = &[
+    link(
+        "crm_create_contact",
+        "200",
+        "GetContact",
+        "crm_get_contact",
+        CREATED,
+    ),
+    link(
+        "crm_create_contact",
+        "200",
+        "UpdateContact",
+        "crm_update_contact",
+        CREATED,
+    ),
+    link(
+        "crm_create_contact",
+        "200",
+        "DeleteContact",
+        "crm_delete_contact",
+        CREATED,
+    ),
+    link(
+        "crm_create_contact",
+        "200",
+        "ListContacts",
+        "crm_list_contacts",
+        &[],
+    ),
+    link(
+        "crm_update_contact",
+        "200",
+        "GetContact",
+        "crm_get_contact",
+        SAME,
+    ),
+    link(
+        "crm_delete_contact",
+        "204",
+        "GetContact",
+        "crm_get_contact",
+        SAME,
+    ),
+    link(
+        "crm_create_account",
+        "200",
+        "GetAccount",
+        "crm_get_account",
+        CREATED,
+    ),
+    link(
+        "crm_create_account",
+        "200",
+        "UpdateAccount",
+        "crm_update_account",
+        CREATED,
+    ),
+    link(
+        "crm_create_account",
+        "200",
+        "DeleteAccount",
+        "crm_delete_account",
+        CREATED,
+    ),
+    link(
+        "crm_create_account",
+        "200",
+        "ListAccounts",
+        "crm_list_accounts",
+        &[],
+    ),
+    link(
+        "crm_update_account",
+        "200",
+        "GetAccount",
+        "crm_get_account",
+        SAME,
+    ),
+    link(
+        "crm_delete_account",
+        "204",
+        "GetAccount",
+        "crm_get_account",
+        SAME,
+    ),
+    link("crm_create_list", "200", "GetList", "crm_get_list", CREATED),
+    link(
+        "crm_create_list",
+        "200",
+        "UpdateList",
+        "crm_update_list",
+        CREATED,
+    ),
+    link(
+        "crm_create_list",
+        "200",
+        "AddListItems",
+        "crm_add_list_items",
+        CREATED,
+    ),
+    link("crm_create_list", "200", "ListLists", "crm_list_lists", &[]),
+    link("crm_update_list", "200", "GetList", "crm_get_list", SAME),
+    link("crm_add_list_items", "200", "GetList", "crm_get_list", SAME),
+    link(
+        "crm_add_list_items",
+        "200",
+        "RemoveListItem",
+        "crm_remove_list_item",
+        &[
+            ("id", "$request.path.id"),
+            ("item_id", "$response.body#/data/items/0/id"),
+        ],
+    ),
+    link(
+        "crm_remove_list_item",
+        "200",
+        "GetList",
+        "crm_get_list",
+        SAME,
+    ),
+    link(
+        "crm_create_contact_custom_field_definition",
+        "200",
+        "GetContactCustomFieldDefinition",
+        "crm_get_contact_custom_field_definition",
+        CREATED,
+    ),
+    link(
+        "crm_create_contact_custom_field_definition",
+        "200",
+        "UpdateContactCustomFieldDefinition",
+        "crm_update_contact_custom_field_definition",
+        CREATED,
+    ),
+    link(
+        "crm_create_contact_custom_field_definition",
+        "200",
+        "ListContactCustomFieldDefinitions",
+        "crm_list_contact_custom_field_definitions",
+        &[],
+    ),
+    link(
+        "crm_update_contact_custom_field_definition",
+        "200",
+        "GetContactCustomFieldDefinition",
+        "crm_get_contact_custom_field_definition",
+        SAME,
     ),
 ];
 
@@ -154,6 +334,7 @@ pub(crate) fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
         ];
         for operation in operations.into_iter().flatten() {
             add_error_responses(operation);
+            add_links(operation);
         }
     }
     doc
@@ -165,5 +346,23 @@ fn add_error_responses(operation: &mut Operation) {
             status.to_string(),
             RefOr::Ref(Ref::from_response_name(name)),
         );
+    }
+}
+
+fn add_links(operation: &mut Operation) {
+    let Some(id) = operation.operation_id.clone() else {
+        return;
+    };
+    for l in LINKS.iter().filter(|l| l.from == id) {
+        let Some(RefOr::T(response)) = operation.responses.responses.get_mut(l.status) else {
+            continue;
+        };
+        let mut builder = LinkBuilder::new().operation_id(l.to);
+        for (name, expression) in l.parameters {
+            builder = builder.parameter(*name, *expression);
+        }
+        response
+            .links
+            .insert(l.name.to_owned(), RefOr::T(builder.build()));
     }
 }
