@@ -17,7 +17,8 @@ use crate::models::{ErrorResponse, ProviderError};
 pub const CRM_PREFIX: &str = "/unified/crm/";
 
 /// The error responses every CRM operation declares: status, component name, description.
-pub const ERROR_RESPONSES: [(u16, &str, &str); 12] = [
+/// The twelve of the contract come first; 431 is the server's own header limit.
+pub const ERROR_RESPONSES: [(u16, &str, &str); 13] = [
     (
         400,
         "BadRequest",
@@ -69,6 +70,25 @@ pub const ERROR_RESPONSES: [(u16, &str, &str); 12] = [
         502,
         "BadGateway",
         "The provider of the linked account failed.",
+    ),
+    (
+        431,
+        "RequestHeaderFieldsTooLarge",
+        "The request's headers are larger, or more, than the server accepts.",
+    ),
+];
+
+/// The error responses of the operations that take a request body, besides the above.
+pub const BODY_ERROR_RESPONSES: [(u16, &str, &str); 2] = [
+    (
+        413,
+        "PayloadTooLarge",
+        "The request body is larger than the server accepts.",
+    ),
+    (
+        415,
+        "UnsupportedMediaType",
+        "The request body is not JSON (send `Content-Type: application/json`).",
     ),
 ];
 
@@ -307,7 +327,7 @@ pub(crate) fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
                 .build(),
         ),
     );
-    for (_, name, description) in ERROR_RESPONSES {
+    for &(_, name, description) in ERROR_RESPONSES.iter().chain(&BODY_ERROR_RESPONSES) {
         let response = ResponseBuilder::new()
             .description(description)
             .content(
@@ -341,7 +361,12 @@ pub(crate) fn complete(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
 }
 
 fn add_error_responses(operation: &mut Operation) {
-    for (status, name, _) in ERROR_RESPONSES {
+    let body_errors: &[_] = if operation.request_body.is_some() {
+        &BODY_ERROR_RESPONSES
+    } else {
+        &[]
+    };
+    for &(status, name, _) in ERROR_RESPONSES.iter().chain(body_errors) {
         operation.responses.responses.insert(
             status.to_string(),
             RefOr::Ref(Ref::from_response_name(name)),
