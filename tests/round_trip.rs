@@ -180,6 +180,33 @@ async fn contacts_every_operation() {
     server.stop().await;
 }
 
+/// Lists every contact by hand, page after page, following `next`: the ids in order and
+/// the size of each page.
+async fn walk_pages(
+    client: &crm_client::Client,
+    account: &str,
+    page_size: &str,
+) -> (Vec<String>, Vec<usize>) {
+    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
+    let mut next: Option<String> = None;
+    loop {
+        let mut call = client
+            .crm_list_contacts()
+            .x_account_id(account)
+            .page_size(page_size);
+        if let Some(cursor) = &next {
+            call = call.next(cursor);
+        }
+        let page = call.send().await.unwrap().into_inner();
+        sizes.push(page.data.len());
+        seen.extend(page.data.into_iter().map(|c| c.id.unwrap()));
+        next = page.next;
+        if next.is_none() {
+            return (seen, sizes);
+        }
+    }
+}
+
 #[tokio::test]
 async fn pages_follow_next_to_the_end() {
     let server = TestServer::start().await;
@@ -197,25 +224,7 @@ async fn pages_follow_next_to_the_end() {
         ids.push(c.into_inner().data.id.unwrap());
     }
     // By hand: pages of 10, 10 and 3, then no next.
-    let mut seen = Vec::new();
-    let mut next: Option<String> = None;
-    let mut sizes = Vec::new();
-    loop {
-        let mut call = client
-            .crm_list_contacts()
-            .x_account_id(account)
-            .page_size("10");
-        if let Some(cursor) = &next {
-            call = call.next(cursor);
-        }
-        let page = call.send().await.unwrap().into_inner();
-        sizes.push(page.data.len());
-        seen.extend(page.data.into_iter().map(|c| c.id.unwrap()));
-        next = page.next;
-        if next.is_none() {
-            break;
-        }
-    }
+    let (seen, sizes) = walk_pages(&client, account, "10").await;
     assert_eq!(sizes, vec![10, 10, 3]);
     assert_eq!(seen, ids, "oldest first, each once");
 
@@ -306,23 +315,7 @@ async fn paging_is_stable_under_concurrent_inserts() {
             }
         })
     };
-    let mut seen = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let mut call = client
-            .crm_list_contacts()
-            .x_account_id(&account)
-            .page_size("7");
-        if let Some(cursor) = &next {
-            call = call.next(cursor);
-        }
-        let page = call.send().await.unwrap().into_inner();
-        seen.extend(page.data.into_iter().map(|c| c.id.unwrap()));
-        next = page.next;
-        if next.is_none() {
-            break;
-        }
-    }
+    let (seen, _) = walk_pages(&client, &account, "7").await;
     writer.await.unwrap();
     let unique: HashSet<_> = seen.iter().cloned().collect();
     assert_eq!(unique.len(), seen.len(), "no record is served twice");
