@@ -522,7 +522,7 @@ impl LocalCrm {
         scope: &AccountScope,
         at: Locator<'_>,
         write: Write<D>,
-    ) -> ServiceResult<Served<R>> {
+    ) -> ServiceResult<Served<(i64, R)>> {
         let now = Utc::now();
         let mut tx = write_tx(&self.pool).await.map_err(internal)?;
         let (column, value) = match at {
@@ -634,7 +634,7 @@ impl LocalCrm {
             Some(Value::Object(stored)),
         );
         Ok(Served {
-            data,
+            data: (seq, data),
             raw: vec![raw],
         })
     }
@@ -896,7 +896,9 @@ impl CrmService for LocalCrm {
         id: &str,
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Contact>> {
-        self.update(scope, Locator::Id(id), write).await
+        self.update(scope, Locator::Id(id), write)
+            .await
+            .map(strip_seq)
     }
 
     async fn delete_contact(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
@@ -911,6 +913,7 @@ impl CrmService for LocalCrm {
     ) -> ServiceResult<Served<Contact>> {
         self.update(scope, Locator::ExternalId(external_id), write)
             .await
+            .map(strip_seq)
     }
 
     async fn export_contacts(
@@ -1099,7 +1102,9 @@ impl CrmService for LocalCrm {
         id: &str,
         write: Write<CrmCreateAccountRequestDto>,
     ) -> ServiceResult<Served<Account>> {
-        self.update(scope, Locator::Id(id), write).await
+        self.update(scope, Locator::Id(id), write)
+            .await
+            .map(strip_seq)
     }
 
     async fn delete_account(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
@@ -1152,13 +1157,10 @@ impl CrmService for LocalCrm {
         id: &str,
         write: Write<CrmCreateListRequestDto>,
     ) -> ServiceResult<Served<List>> {
-        let served: Served<List> = self.update(scope, Locator::Id(id), write).await?;
-        let seq = self
-            .get::<List>(scope, id, &ReadRequest::default())
-            .await?
-            .data
-            .0;
-        let mut data = served.data;
+        let served = self
+            .update::<List, _>(scope, Locator::Id(id), write)
+            .await?;
+        let (seq, mut data) = served.data;
         data.items = Some(Self::items(&self.pool, seq).await?);
         Ok(Served {
             data,
@@ -1300,6 +1302,8 @@ impl CrmService for LocalCrm {
         id: &str,
         write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
     ) -> ServiceResult<Served<CustomFieldDefinition>> {
-        self.update(scope, Locator::Id(id), write).await
+        self.update(scope, Locator::Id(id), write)
+            .await
+            .map(strip_seq)
     }
 }
