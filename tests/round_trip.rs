@@ -854,6 +854,11 @@ async fn every_failure_has_the_error_shape() {
         r.basic_auth(&server.key, Some(""))
             .header("x-account-id", &server.account_id)
     };
+    let post_json = |body: String| {
+        auth(http.post(url("/unified/crm/contacts")))
+            .header("content-type", "application/json")
+            .body(body)
+    };
     let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
         (
             "missing x-account-id",
@@ -861,27 +866,13 @@ async fn every_failure_has_the_error_shape() {
                 .basic_auth(&server.key, Some("")),
             400,
         ),
-        (
-            "malformed JSON",
-            auth(http.post(url("/unified/crm/contacts")))
-                .header("content-type", "application/json")
-                .body("{\"first_name\": "),
-            400,
-        ),
+        ("malformed JSON", post_json("{\"first_name\": ".into()), 400),
         (
             "wrong type",
-            auth(http.post(url("/unified/crm/contacts")))
-                .header("content-type", "application/json")
-                .body("{\"emails\": \"a@b.c\"}"),
+            post_json("{\"emails\": \"a@b.c\"}".into()),
             422,
         ),
-        (
-            "not an object",
-            auth(http.post(url("/unified/crm/contacts")))
-                .header("content-type", "application/json")
-                .body("[]"),
-            422,
-        ),
+        ("not an object", post_json("[]".into()), 422),
         (
             "not JSON",
             auth(http.post(url("/unified/crm/contacts")))
@@ -891,12 +882,10 @@ async fn every_failure_has_the_error_shape() {
         ),
         (
             "oversized body",
-            auth(http.post(url("/unified/crm/contacts")))
-                .header("content-type", "application/json")
-                .body(format!(
-                    "{{\"first_name\": \"{}\"}}",
-                    "x".repeat(2 * 1024 * 1024)
-                )),
+            post_json(format!(
+                "{{\"first_name\": \"{}\"}}",
+                "x".repeat(2 * 1024 * 1024)
+            )),
             413,
         ),
         (
