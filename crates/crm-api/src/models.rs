@@ -41,6 +41,60 @@ pub fn any_value_schema() -> Schema {
         .into()
 }
 
+/// Reads a field whose schema is [`any_value_schema`]: absent is `None`, `null` is refused,
+/// because the schema offers no null branch.
+fn some_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    present_value(d).map(Some)
+}
+
+/// Reads a required field whose schema is [`any_value_schema`]; `null` is refused.
+fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Err(serde::de::Error::custom(
+            "null is not allowed here: send a string, number, boolean, object or array, or leave the field out",
+        )),
+        value => Ok(value),
+    }
+}
+
+/// A request value that must be a JSON object. A derived `Deserialize` would also take a
+/// struct from a JSON array of its fields in order; the schemas say object, so an array is
+/// refused. Nested fields keep their error paths, because the map is read in place.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+            type Value = ObjectOnly<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ObjectOnly)
+            }
+        }
+        d.deserialize_map(Only(std::marker::PhantomData))
+    }
+}
+
+/// Reads an optional nested object; see [`ObjectOnly`].
+fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Option::<ObjectOnly<T>>::deserialize(d)?.map(|o| o.0))
+}
+
+/// Reads an optional list of nested objects; see [`ObjectOnly`].
+fn objects<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Ok(Option::<Vec<ObjectOnly<T>>>::deserialize(d)?.map(|v| v.into_iter().map(|o| o.0).collect()))
+}
+
 /// The schema of an optional free-form object (`passthrough`, `unified_custom_fields`, ...).
 pub fn nullable_object_schema() -> Schema {
     free_form_object()
@@ -106,7 +160,11 @@ pub struct CustomFields {
     #[schema(example = "Training Completion Status")]
     pub name: Option<String>,
     /// The value associated with the custom field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_value"
+    )]
     #[schema(schema_with = any_value_schema, example = "Completed")]
     pub value: Option<Value>,
     /// The unique identifier for the value of the custom field.
@@ -338,7 +396,11 @@ pub struct CrmCreateContactRequestDto {
     #[schema(example = json!(["account-123", "account-456"]))]
     pub account_ids: Option<Vec<String>>,
     /// Contact custom fields
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "objects"
+    )]
     pub custom_fields: Option<Vec<CustomFields>>,
     /// Value to pass through to the provider
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -377,25 +439,53 @@ pub struct CrmCreateContactRequestDto {
     #[schema(example = "https://example.com/woz.png")]
     pub photo_url: Option<String>,
     /// The account (company) the contact belongs to
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object"
+    )]
     pub account: Option<ContactAccountRef>,
     /// The user who owns the contact
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object"
+    )]
     pub owner: Option<ContactOwnerRef>,
     /// The contact's tags
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "objects"
+    )]
     pub tags: Option<Vec<ContactTag>>,
     /// The contact's URLs
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "objects"
+    )]
     pub urls: Option<Vec<ContactUrl>>,
     /// The contact's email addresses with their types; kept consistent with `emails`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "objects"
+    )]
     pub email_addresses: Option<Vec<ContactEmailAddress>>,
     /// The contact's phone numbers with extension and type; kept consistent with `phone_numbers`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "objects"
+    )]
     pub typed_phone_numbers: Option<Vec<ContactPhoneNumber>>,
     /// The contact's postal addresses
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "objects"
+    )]
     pub addresses: Option<Vec<ContactAddress>>,
     /// An id of the contact in another system, unique within the linked account; the contact can be updated by it
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -603,7 +693,11 @@ pub struct CountryCodeEnum {
     #[schema(schema_with = country_code_schema)]
     pub value: Option<String>,
     /// The provider's own value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_value"
+    )]
     #[schema(schema_with = any_value_schema)]
     pub source_value: Option<Value>,
 }
@@ -638,7 +732,11 @@ pub struct LocationTypeEnum {
     #[schema(inline, example = "work")]
     pub value: Option<LocationType>,
     /// The provider's own value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_value"
+    )]
     #[schema(schema_with = any_value_schema)]
     pub source_value: Option<Value>,
 }
@@ -663,10 +761,18 @@ pub struct AccountAddress {
     #[schema(example = "95014")]
     pub zip_code: Option<String>,
     /// The country of the address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object"
+    )]
     pub country: Option<CountryCodeEnum>,
     /// The type of the location.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object"
+    )]
     pub location_type: Option<LocationTypeEnum>,
 }
 
@@ -755,7 +861,11 @@ pub struct CrmCreateAccountRequestDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub website: Option<String>,
     /// The account's addresses
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "objects"
+    )]
     pub addresses: Option<Vec<AccountAddress>>,
     /// The account's phone numbers
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -785,7 +895,11 @@ pub struct ListTypeEnum {
     #[schema(inline, example = "contacts")]
     pub value: Option<ListType>,
     /// The provider's own value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_value"
+    )]
     #[schema(schema_with = any_value_schema)]
     pub source_value: Option<Value>,
 }
@@ -844,7 +958,12 @@ pub struct CrmCreateListRequestDto {
     #[schema(example = "Key customers")]
     pub name: Option<String>,
     /// The type of the list; `contacts` when not given on create.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "type",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object"
+    )]
     pub list_type: Option<ListTypeEnum>,
     /// Value to pass through to the provider
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -888,7 +1007,11 @@ pub struct CustomFieldTypeEnum {
     #[schema(inline, example = "text")]
     pub value: Option<CustomFieldType>,
     /// The provider's own value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_value"
+    )]
     #[schema(schema_with = any_value_schema)]
     pub source_value: Option<Value>,
 }
@@ -901,6 +1024,7 @@ pub struct CustomFieldOption {
     #[schema(example = "1")]
     pub id: String,
     /// The option's value
+    #[serde(deserialize_with = "present_value")]
     #[schema(schema_with = any_value_schema, example = "Completed")]
     pub value: Value,
 }
@@ -941,10 +1065,19 @@ pub struct CrmCreateCustomFieldDefinitionRequestDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The type of the custom field; `text` when not given on create.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "type",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object"
+    )]
     pub field_type: Option<CustomFieldTypeEnum>,
     /// The options of a select field
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "objects"
+    )]
     pub options: Option<Vec<CustomFieldOption>>,
     /// Value to pass through to the provider
     #[serde(default, skip_serializing_if = "Option::is_none")]
