@@ -670,27 +670,18 @@ async fn posts_with_an_idempotency_key_happen_once() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        again
-            .headers()
-            .get("idempotent-replayed")
-            .map(|v| v.to_str().unwrap()),
-        Some("true")
-    );
+    assert!(replayed(&again));
     assert_eq!(again.headers().get("etag").cloned(), first_etag);
     assert_eq!(
         again.into_inner().data.id,
         first.id,
         "the retry answers the first response"
     );
-    let page = client
-        .crm_list_contacts()
-        .x_account_id(account)
-        .send()
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(page.data.len(), 1, "and creates nothing");
+    assert_eq!(
+        contact_count(&client, account).await,
+        1,
+        "and creates nothing"
+    );
 
     let other = types::CrmCreateContactRequestDto {
         last_name: Some("Other".into()),
@@ -721,7 +712,7 @@ async fn posts_with_an_idempotency_key_happen_once() {
         .send()
         .await
         .unwrap();
-    assert!(later.headers().get("idempotent-replayed").is_none());
+    assert!(!replayed(&later));
     assert_ne!(later.into_inner().data.id, first.id);
 
     // Failures are replayed too, and a key is per project.
@@ -756,6 +747,116 @@ async fn posts_with_an_idempotency_key_happen_once() {
         .send()
         .await
         .unwrap();
+    server.stop().await;
+}
+
+/// How many contacts the linked account holds (fewer than a page in these tests).
+async fn contact_count(client: &crm_client::Client, account: &str) -> usize {
+    client
+        .crm_list_contacts()
+        .x_account_id(account)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data
+        .len()
+}
+
+/// Whether an answer repeats the first answer to its idempotency key.
+fn replayed<T>(reply: &crm_client::ResponseValue<T>) -> bool {
+    reply
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true")
+}
+
+/// The state a crash leaves when it strikes after a create committed and before its answer
+/// was recorded under the key: the claim, the record it links, no answer.
+async fn lose_the_answer(server: &TestServer, key: &str, claimed_at: &str) {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL, claimed_at = ?
+         WHERE key = ?",
+    )
+    .bind(claimed_at)
+    .bind(key)
+    .execute(&server.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_finds_the_record_the_first_request_made() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let account = server.account_id.as_str();
+    let create = |key: &'static str| {
+        client
+            .crm_create_contact()
+            .x_account_id(account)
+            .idempotency_key(key)
+            .body(types::CrmCreateContactRequestDto {
+                last_name: Some("Crash".into()),
+                ..Default::default()
+            })
+    };
+    let first = create("k-crash").send().await.unwrap().into_inner().data;
+
+    // Just after the crash the claim still looks live: the retry is told to wait.
+    let now = crm_server::db::timestamp(chrono::Utc::now());
+    lose_the_answer(&server, "k-crash", &now).await;
+    let err = failure(create("k-crash").send().await, 409);
+    assert!(err.message.contains("still running"), "{}", err.message);
+
+    // Once the claim is abandoned, the retry answers the record the first request made.
+    lose_the_answer(&server, "k-crash", "2000-01-01T00:00:00.000000Z").await;
+    let retry = create("k-crash").send().await.unwrap();
+    assert!(!replayed(&retry));
+    let retry = retry.into_inner();
+    assert_eq!(retry.data.id, first.id, "the same record, not a second one");
+    assert_eq!(retry.data.last_name.as_deref(), Some("Crash"));
+    // And from then on its answer is recorded and replayed.
+    let again = create("k-crash").send().await.unwrap();
+    assert!(replayed(&again));
+    assert_eq!(again.into_inner().data.id, first.id);
+    assert_eq!(
+        contact_count(&client, account).await,
+        1,
+        "one contact for one key"
+    );
+
+    // A crash before the write landed leaves no record: the retry creates it.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at, claimed_at)
+         SELECT project_id, 'k-early', fingerprint, created_at, '2000-01-01T00:00:00.000000Z'
+         FROM idempotency_keys WHERE key = 'k-crash'",
+    )
+    .execute(&server.pool)
+    .await
+    .unwrap();
+    let early = create("k-early").send().await.unwrap().into_inner().data;
+    assert_ne!(early.id, first.id);
+
+    // If the record the key made was deleted since, the retry says so and creates nothing.
+    lose_the_answer(&server, "k-crash", "2000-01-01T00:00:00.000000Z").await;
+    client
+        .crm_delete_contact()
+        .x_account_id(account)
+        .id(first.id.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let err = failure(create("k-crash").send().await, 409);
+    assert!(
+        err.message.contains("since been deleted"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        contact_count(&client, account).await,
+        1,
+        "only the k-early contact is left"
+    );
     server.stop().await;
 }
 

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::idempotency::ClaimedKey;
 use crate::service::{AccountScope, ApiKey, AppState, Write};
 
 /// The header naming the linked account a call acts on.
@@ -162,6 +163,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     .map_err(|_| ApiError::bad_request("If-Match must be an ASCII etag"))
             })
             .transpose()?;
+        let idempotency_key = req
+            .extensions()
+            .get::<ClaimedKey>()
+            .map(|claimed| claimed.0.clone());
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             let status = rejection.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -172,6 +177,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })?;
         let mut write = parse_body(&bytes)?;
         write.if_match = if_match;
+        write.idempotency_key = idempotency_key;
         Ok(JsonBody(write))
     }
 }
@@ -196,6 +202,7 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<Write<T>, ApiErro
         body,
         sent,
         if_match: None,
+        idempotency_key: None,
     })
 }
 

@@ -2,7 +2,10 @@
 //! with the same key and the same request gets the first answer again and changes nothing.
 //!
 //! The key is claimed through the service before the handler runs and completed with the
-//! response after it; a server error releases the key so that a retry runs again.
+//! response after it; a server error releases the key so that a retry runs again. The
+//! handler's write sees the key (`ClaimedKey`, carried into `Write::idempotency_key`), so a
+//! create links its record to the key in its own transaction: a retry after a crash between
+//! the write and the recording of its answer finds that record instead of making another.
 
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -20,6 +23,10 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
 /// The longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
+
+/// A request extension: the key this request holds the claim of, for the handler's write.
+#[derive(Debug, Clone)]
+pub struct ClaimedKey(pub String);
 
 const KEPT_HEADERS: [&str; 3] = ["content-type", "etag", "preference-applied"];
 
@@ -66,6 +73,7 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
     if let IdempotencyClaim::Replay(stored) = claim {
         return Ok(rebuild(stored, true));
     }
+    parts.extensions.insert(ClaimedKey(key.clone()));
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;

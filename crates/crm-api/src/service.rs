@@ -59,6 +59,9 @@ pub struct Write<T> {
     pub sent: JsonObject,
     /// The `If-Match` header: the etag the update applies to (`*` for any).
     pub if_match: Option<String>,
+    /// The `Idempotency-Key` this request holds the claim of, if any. A create records the
+    /// id it creates under the key in its own transaction.
+    pub idempotency_key: Option<String>,
 }
 
 /// The outcome of claiming an idempotency key.

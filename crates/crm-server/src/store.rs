@@ -382,6 +382,66 @@ async fn read_batch<'e>(
         .collect()
 }
 
+/// Runs `sql` on one idempotency key: its last two parameters are the project and the key,
+/// after `value` when one is given.
+async fn on_key(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &'static str,
+    value: Option<&str>,
+    scope: &AccountScope,
+    key: &str,
+) -> ServiceResult<()> {
+    let mut query = sqlx::query(sql);
+    if let Some(value) = value {
+        query = query.bind(value);
+    }
+    query
+        .bind(&scope.project_id)
+        .bind(key)
+        .execute(conn)
+        .await
+        .map_err(internal)?;
+    Ok(())
+}
+
+/// The record an earlier run of this create already made under `key`, when that run wrote
+/// it but never recorded its answer (the server stopped in between).
+async fn landed_create<R: Resource>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    scope: &AccountScope,
+    key: &str,
+) -> ServiceResult<Option<JsonObject>> {
+    let landed: Option<String> = sqlx::query_scalar(
+        "SELECT record_id FROM idempotency_keys WHERE project_id = ? AND key = ?",
+    )
+    .bind(&scope.project_id)
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(internal)?
+    .flatten();
+    let Some(id) = landed else {
+        return Ok(None);
+    };
+    let body: Option<String> = sqlx::query_scalar(
+        "SELECT body FROM records WHERE linked_account_id = ? AND kind = ? AND id = ?",
+    )
+    .bind(&scope.account_id)
+    .bind(R::KIND)
+    .bind(&id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(internal)?;
+    match body {
+        Some(body) => parse_body(&body).map(Some),
+        None => Err(ApiError::conflict(format!(
+            "the first request with this Idempotency-Key created {} {id}, which has since been \
+             deleted; use a new key to create another",
+            R::NOUN
+        ))),
+    }
+}
+
 fn not_found<R: Resource>(id: &str) -> ApiError {
     ApiError::not_found(format!("{} {id} not found", R::NOUN))
 }
@@ -478,6 +538,23 @@ impl LocalCrm {
         R::derive(&mut record, &write.sent)?;
         R::check(&record)?;
         let mut tx = write_tx(&self.pool).await.map_err(internal)?;
+        if let Some(key) = &write.idempotency_key
+            && let Some(stored) = landed_create::<R>(&mut tx, scope, key).await?
+        {
+            tx.commit().await.map_err(internal)?;
+            let id = stored.get("id").and_then(Value::as_str).unwrap_or_default();
+            let raw = raw(
+                "GET",
+                format!("local://{}/{id}", R::KIND),
+                None,
+                Some(Value::Object(stored.clone())),
+            );
+            let data = self.present(scope, stored).await?;
+            return Ok(Served {
+                data,
+                raw: vec![raw],
+            });
+        }
         if R::CUSTOM_FIELDS {
             resolve_custom_fields(&mut tx, scope, &mut record).await?;
         }
@@ -503,6 +580,16 @@ impl LocalCrm {
         .execute(&mut *tx)
         .await
         .map_err(conflict_or_internal)?;
+        if let Some(key) = &write.idempotency_key {
+            on_key(
+                &mut tx,
+                "UPDATE idempotency_keys SET record_id = ? WHERE project_id = ? AND key = ?",
+                Some(&id),
+                scope,
+                key,
+            )
+            .await?;
+        }
         tx.commit().await.map_err(internal)?;
         let data = self.present(scope, stored.clone()).await?;
         let raw = raw(
@@ -987,17 +1074,20 @@ impl CrmService for LocalCrm {
     ) -> ServiceResult<IdempotencyClaim> {
         let now = Utc::now();
         let mut tx = write_tx(&self.pool).await.map_err(internal)?;
-        // Keys live 24 hours; a claim whose request never finished (the server stopped
-        // mid-way) is given up after a few minutes so that a retry can run.
+        let abandoned_before = timestamp(now - ABANDONED_CLAIM_AFTER);
+        // Keys live 24 hours. A claim whose request never finished (the server stopped
+        // mid-way) is given up after a few minutes so that a retry can run; if its write
+        // had landed (`record_id`), the key is kept so that the retry finds that record.
         sqlx::query(
-            "DELETE FROM idempotency_keys WHERE created_at < ?1 OR (status IS NULL AND created_at < ?2)",
+            "DELETE FROM idempotency_keys WHERE created_at < ?1
+             OR (status IS NULL AND record_id IS NULL AND (claimed_at IS NULL OR claimed_at < ?2))",
         )
         .bind(timestamp(now - IDEMPOTENCY_KEY_LIFETIME))
-        .bind(timestamp(now - ABANDONED_CLAIM_AFTER))
+        .bind(&abandoned_before)
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
-        let row = sqlx::query("SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE project_id = ? AND key = ?")
+        let row = sqlx::query("SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys WHERE project_id = ? AND key = ?")
             .bind(&scope.project_id)
             .bind(key)
             .fetch_optional(&mut *tx)
@@ -1005,10 +1095,11 @@ impl CrmService for LocalCrm {
             .map_err(internal)?;
         let claim = match row {
             None => {
-                sqlx::query("INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at) VALUES (?, ?, ?, ?)")
+                sqlx::query("INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at, claimed_at) VALUES (?, ?, ?, ?, ?)")
                     .bind(&scope.project_id)
                     .bind(key)
                     .bind(fingerprint)
+                    .bind(timestamp(now))
                     .bind(timestamp(now))
                     .execute(&mut *tx)
                     .await
@@ -1022,10 +1113,26 @@ impl CrmService for LocalCrm {
                 ));
             }
             Some(row) => match row.get::<Option<i64>, _>("status") {
-                None => {
+                None if row
+                    .get::<Option<String>, _>("claimed_at")
+                    .is_some_and(|at| at >= abandoned_before) =>
+                {
                     return Err(ApiError::conflict(
                         "the first request with this Idempotency-Key is still running; retry later",
                     ));
+                }
+                None => {
+                    // Abandoned after its write landed: claim it again; the create finds
+                    // the record it made.
+                    on_key(
+                        &mut tx,
+                        "UPDATE idempotency_keys SET claimed_at = ? WHERE project_id = ? AND key = ?",
+                        Some(&timestamp(now)),
+                        scope,
+                        key,
+                    )
+                    .await?;
+                    IdempotencyClaim::Proceed
                 }
                 Some(status) => IdempotencyClaim::Replay(StoredResponse {
                     status: u16::try_from(status).unwrap_or(200),
@@ -1060,14 +1167,28 @@ impl CrmService for LocalCrm {
     }
 
     async fn release_idempotency_key(&self, scope: &AccountScope, key: &str) -> ServiceResult<()> {
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE project_id = ? AND key = ? AND status IS NULL",
+        // A key whose write landed stays, given up at once, so that a retry finds the
+        // record; any other unfinished claim goes.
+        let mut tx = write_tx(&self.pool).await.map_err(internal)?;
+        on_key(
+            &mut tx,
+            "DELETE FROM idempotency_keys
+             WHERE project_id = ? AND key = ? AND status IS NULL AND record_id IS NULL",
+            None,
+            scope,
+            key,
         )
-        .bind(&scope.project_id)
-        .bind(key)
-        .execute(&self.pool)
-        .await
-        .map_err(internal)?;
+        .await?;
+        on_key(
+            &mut tx,
+            "UPDATE idempotency_keys SET claimed_at = NULL
+             WHERE project_id = ? AND key = ? AND status IS NULL",
+            None,
+            scope,
+            key,
+        )
+        .await?;
+        tx.commit().await.map_err(internal)?;
         Ok(())
     }
 
