@@ -1,4 +1,6 @@
-"""Schemathesis hooks for .ci/schemathesis.
+"""Schemathesis hooks for .ci/schemathesis: fresh idempotency keys, and no inferred links
+that pass one value as two different path parameters (see `after_load_schema`). Neither
+filters a failure.
 
 Schemathesis draws `Idempotency-Key` from the spec's example, so many different calls carry
 the same key, and a stateful scenario replayed later gets the first call's stored answer
