@@ -139,6 +139,13 @@ const LINKS: &[OperationLink] = &[
     link(
         "crm_create_contact",
         "200",
+        "UpdateContactByExternalId",
+        "crm_update_contact_by_external_id",
+        &[("external_id", "$response.body#/data/external_id")],
+    ),
+    link(
+        "crm_create_contact",
+        "200",
         "DeleteContact",
         "crm_delete_contact",
         CREATED,
