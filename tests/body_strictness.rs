@@ -263,7 +263,7 @@ fn fill_path(path: &str, ids: &Ids) -> String {
 /// What a schema cannot say, applied to the baseline once: a create takes no `id` and no
 /// `etag`; an update carries the id of the record it addresses and no `etag` (it changes
 /// with every write); list items name a contact that exists.
-fn settle(operation: &str, body: &mut Value, ids: &Ids) {
+fn settle(operation: &str, path: &str, body: &mut Value, ids: &Ids) {
     let Some(fields) = body.as_object_mut() else {
         return;
     };
@@ -274,16 +274,8 @@ fn settle(operation: &str, body: &mut Value, ids: &Ids) {
     if operation.contains("_create_") {
         fields.remove("id");
     } else if fields.contains_key("id") {
-        let noun = if operation.contains("contact") && !operation.contains("definition") {
-            "contact"
-        } else if operation.contains("definition") {
-            "custom_field_definition"
-        } else if operation.contains("account") {
-            "account"
-        } else {
-            "list"
-        };
-        fields.insert("id".into(), Value::String(ids.by_noun[noun].clone()));
+        let id = ids.by_noun[noun_of(path)].clone();
+        fields.insert("id".into(), Value::String(id));
     }
 }
 
@@ -356,7 +348,7 @@ async fn check(doc: &Value, server: &TestServer, only: Option<&[&str]>) -> Repor
     let mut report = Report::default();
     for (operation, method, path, schema) in operations {
         let mut baseline = spec.sample(schema);
-        settle(&operation, &mut baseline, &ids);
+        settle(&operation, &path, &mut baseline, &ids);
         let url = fill_path(&path, &ids);
         let mut body = baseline.clone();
         fresh_external_id(&operation, &mut body, &ids, sender.serial);
