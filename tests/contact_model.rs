@@ -700,10 +700,7 @@ async fn posts_with_an_idempotency_key_happen_once() {
     assert!(err.message.contains("another request"));
 
     // After 24 hours the key is forgotten.
-    sqlx::query("UPDATE idempotency_keys SET created_at = '2000-01-01T00:00:00.000000Z'")
-        .execute(&server.pool)
-        .await
-        .unwrap();
+    server.clock.advance(chrono::Duration::hours(25));
     let later = client
         .crm_create_contact()
         .x_account_id(account)
@@ -775,12 +772,12 @@ fn replayed<T>(reply: &crm_client::ResponseValue<T>) -> bool {
 /// was recorded under the key: the claim, the record it links, no answer.
 async fn lose_the_answer(server: &TestServer, key: &str, claimed_at: &str) {
     sqlx::query(
-        "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL, claimed_at = ?
-         WHERE key = ?",
+        "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL, claimed_at = $1
+         WHERE key = $2",
     )
     .bind(claimed_at)
     .bind(key)
-    .execute(&server.pool)
+    .execute(server.db.pool())
     .await
     .unwrap();
 }
@@ -803,7 +800,7 @@ async fn a_retry_after_a_crash_finds_the_record_the_first_request_made() {
     let first = create("k-crash").send().await.unwrap().into_inner().data;
 
     // Just after the crash the claim still looks live: the retry is told to wait.
-    let now = crm_server::db::timestamp(chrono::Utc::now());
+    let now = crm_server::db::timestamp(crm_server::Clock::now(&*server.clock));
     lose_the_answer(&server, "k-crash", &now).await;
     let err = failure(create("k-crash").send().await, 409);
     assert!(err.message.contains("still running"), "{}", err.message);
@@ -831,7 +828,7 @@ async fn a_retry_after_a_crash_finds_the_record_the_first_request_made() {
          SELECT project_id, 'k-early', fingerprint, created_at, '2000-01-01T00:00:00.000000Z'
          FROM idempotency_keys WHERE key = 'k-crash'",
     )
-    .execute(&server.pool)
+    .execute(server.db.pool())
     .await
     .unwrap();
     let early = create("k-early").send().await.unwrap().into_inner().data;

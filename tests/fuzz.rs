@@ -17,7 +17,7 @@ use crm_api::models::{
     CrmCreateAccountRequestDto, CrmCreateContactRequestDto, CrmCreateListRequestDto,
 };
 use crm_api::params::{CrmQuery, MAX_PAGE_SIZE};
-use crm_server::cursor::Cursor;
+use crm_server::local::{Order, Position};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value};
@@ -66,16 +66,17 @@ fn cursor_like() -> impl Strategy<Value = String> {
         any::<String>(),
         "[A-Za-z0-9_-]{0,24}",
         prop::collection::vec(any::<u8>(), 0..24).prop_map(|b| URL_SAFE_NO_PAD.encode(b)),
-        "(c1|c2|C1|c)?:?[+-]?[0-9]{0,22}[a-z]?".prop_map(|t| URL_SAFE_NO_PAD.encode(t)),
+        "(v2|v1|V2|v)?:?(local|hubspot|loca)?:?(c|u|x)?:?[+-]?[0-9]{0,20}:?[+-]?[0-9]{0,20}[a-z]?"
+            .prop_map(|t| URL_SAFE_NO_PAD.encode(t)),
     ]
 }
 
 #[test]
 fn cursors_decode_only_what_the_server_issued() {
     fuzz("cursor decode", cursor_like(), |token| {
-        match Cursor::decode(&token) {
+        match Position::from_cursor(&token) {
             // One cursor, one spelling: anything decoded re-encodes to the same token.
-            Ok(cursor) => prop_assert_eq!(cursor.encode(), token),
+            Ok(position) => prop_assert_eq!(position.cursor(), token),
             Err(e) => {
                 refusal(&e, "parameter")?;
                 prop_assert_eq!(&e.data.unwrap()["parameter"], "next");
@@ -83,24 +84,41 @@ fn cursors_decode_only_what_the_server_issued() {
         }
         Ok(())
     });
-    fuzz("cursor round trip", 0..=i64::MAX, |seq| {
-        let cursor = Cursor { after_seq: seq };
-        prop_assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
-        Ok(())
-    });
+    fuzz(
+        "cursor round trip",
+        (any::<bool>(), any::<i64>(), any::<i64>()),
+        |(updated, pos, seq)| {
+            let order = if updated { Order::Updated } else { Order::Created };
+            let position = Position { order, pos, seq };
+            prop_assert_eq!(Position::from_cursor(&position.cursor()).unwrap(), position);
+            Ok(())
+        },
+    );
 }
 
 #[test]
 fn regression_cursors_in_another_spelling_are_refused() {
     // Found by the fuzzer: `+5` and `05` parse as 5, so tokens the server never issued were
-    // accepted as the cursor `c1:5`.
-    for text in ["c1:+5", "c1:05", "c1:00", "c1:+0", "c1: 5", "c1:5 "] {
+    // accepted as the cursor `c1:5`. The same holds inside today's envelope.
+    for text in [
+        "v2:local:c:+5:1",
+        "v2:local:c:05:1",
+        "v2:local:c:5:00",
+        "v2:local:c:+0:1",
+        "v2:local:c: 5:1",
+        "v2:local:c:5:1 ",
+        "c1:5",
+    ] {
         let token = URL_SAFE_NO_PAD.encode(text);
-        assert_eq!(Cursor::decode(&token).unwrap_err().status, 400, "{text}");
+        assert_eq!(Position::from_cursor(&token).unwrap_err().status, 400, "{text}");
     }
     assert_eq!(
-        Cursor::decode(&URL_SAFE_NO_PAD.encode("c1:5")).unwrap(),
-        Cursor { after_seq: 5 }
+        Position::from_cursor(&URL_SAFE_NO_PAD.encode("v2:local:c:5:7")).unwrap(),
+        Position {
+            order: Order::Created,
+            pos: 5,
+            seq: 7
+        }
     );
 }
 

@@ -1,12 +1,14 @@
 //! Shared helpers for the conformance tests: a real server on an ephemeral port over a
-//! temporary SQLite database.
+//! fresh database of the store `CRM_TEST_STORE` names (SQLite by default, or PostgreSQL on a
+//! server the test kit starts), so every suite runs unchanged against both stores.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crm_client::types::ErrorResponse;
 use crm_client::{Error, ResponseValue};
-use crm_server::tenancy;
-use sqlx::SqlitePool;
+use crm_server::{Database, ShiftedClock, Tenancy};
+use crm_testkit::{Store, TestDatabase};
 use tokio::sync::oneshot;
 
 /// A running server with one project, one API key and one linked account.
@@ -16,10 +18,13 @@ pub struct TestServer {
     pub key: String,
     pub account_id: String,
     pub project_id: String,
-    pub pool: SqlitePool,
+    pub db: Database,
+    pub tenancy: Tenancy,
+    /// The server's clock: tests move it to age keys and records.
+    pub clock: Arc<ShiftedClock>,
+    pub database: TestDatabase,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -30,11 +35,11 @@ impl TestServer {
 
     /// Starts the server with the given limits and timeouts.
     pub async fn start_with(settings: crm_server::HttpSettings) -> TestServer {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let pool = crm_server::open_database(&dir.path().join("crm.db"))
-            .await
-            .expect("database opens");
-        let first = crm_server::bootstrap_if_empty(&pool)
+        let database = TestDatabase::new(Store::from_env()).await;
+        let db = open(&database).await;
+        let clock = Arc::new(ShiftedClock::default());
+        let tenancy = Tenancy::new(db.clone(), clock.clone());
+        let first = crm_server::bootstrap_if_empty(&tenancy)
             .await
             .expect("bootstrap")
             .expect("an empty database is bootstrapped");
@@ -42,7 +47,7 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let app = crm_server::app(pool.clone(), &settings);
+        let app = crm_server::app(db.clone(), clock.clone(), &settings);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             crm_server::serve_with(listener, app, &settings, async move {
@@ -56,10 +61,12 @@ impl TestServer {
             key: first.key,
             account_id: first.account.id,
             project_id: first.project.id,
-            pool,
+            db,
+            tenancy,
+            clock,
+            database,
             stop: Some(stop),
             task: Some(task),
-            _dir: dir,
         }
     }
 
@@ -70,13 +77,15 @@ impl TestServer {
 
     /// Another project with its own key and linked account.
     pub async fn other_tenant(&self) -> Tenant {
-        let project = tenancy::create_project(&self.pool, "other")
+        let project = self
+            .tenancy
+            .create_project("other")
             .await
             .expect("project");
-        let key = tenancy::create_key(&self.pool, &project.id)
-            .await
-            .expect("key");
-        let account = tenancy::create_linked_account(&self.pool, &project.id, "local", "other")
+        let key = self.tenancy.create_key(&project.id).await.expect("key");
+        let account = self
+            .tenancy
+            .create_linked_account(&project.id, "local", "other")
             .await
             .expect("account");
         Tenant {
@@ -96,6 +105,14 @@ impl TestServer {
             task.await.expect("server task").expect("server ran");
         }
     }
+}
+
+/// Opens (and migrates) a test database as `crm-server` does.
+pub async fn open(database: &TestDatabase) -> Database {
+    let url: crm_server::DatabaseUrl = database.url().parse().expect("a database URL");
+    Database::open(&url, crm_server::PoolSettings::default())
+        .await
+        .expect("database opens")
 }
 
 /// A project of its own, for tenancy tests.

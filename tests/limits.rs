@@ -343,18 +343,17 @@ async fn health_routes_answer_outside_the_contract() {
 
 #[tokio::test]
 async fn ready_only_once_migrations_have_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("crm.db");
-    // A database the server has never migrated.
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true);
-    let bare = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    // A database the server has never migrated, of the store under test.
+    let database = crm_testkit::TestDatabase::new(crm_testkit::Store::from_env()).await;
+    let url: crm_server::DatabaseUrl = database.url().parse().unwrap();
+    let settings = crm_server::PoolSettings::default();
+    let bare = crm_server::Database::connect(&url, settings).await.unwrap();
     assert!(crm_server::health::pending_migrations(&bare).await.unwrap() > 0);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = crm_server::app(bare.clone(), &HttpSettings::default());
+    let clock = std::sync::Arc::new(crm_server::SystemClock);
+    let app = crm_server::app(bare.clone(), clock, &HttpSettings::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(crm_server::serve(listener, app, async move {
         let _ = stopped.await;
@@ -376,7 +375,7 @@ async fn ready_only_once_migrations_have_run() {
     assert_eq!(response.status(), 200);
 
     // Opening the database as the server does runs the migrations: now it is ready.
-    let migrated = crm_server::open_database(&path).await.unwrap();
+    let migrated = crm_server::Database::open(&url, settings).await.unwrap();
     let response = http
         .get(format!("http://{addr}/readyz"))
         .send()

@@ -771,7 +771,7 @@ async fn credentials_and_accounts_are_checked() {
         .send()
         .await
         .unwrap();
-    crm_server::tenancy::revoke_key(&server.pool, &other.key_id)
+    server.tenancy.revoke_key(&other.key_id)
         .await
         .unwrap();
     let revoked = failure(

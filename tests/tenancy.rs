@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use conformance::TestServer;
-use crm_server::tenancy;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -333,21 +332,21 @@ async fn tenant(
     let (project_id, key, account) = match project {
         Some((p, k, a)) => (p.to_owned(), k.to_owned(), a.to_owned()),
         None => {
-            let p = tenancy::create_project(&server.pool, name).await.unwrap();
-            let k = tenancy::create_key(&server.pool, &p.id).await.unwrap();
-            let a = tenancy::create_linked_account(&server.pool, &p.id, "local", name)
+            let p = server.tenancy.create_project(name).await.unwrap();
+            let k = server.tenancy.create_key(&p.id).await.unwrap();
+            let a = server.tenancy.create_linked_account(&p.id, "local", name)
                 .await
                 .unwrap();
             (p.id, k.key, a.id)
         }
     };
-    let revoked = tenancy::create_key(&server.pool, &project_id)
+    let revoked = server.tenancy.create_key(&project_id)
         .await
         .unwrap();
-    tenancy::revoke_key(&server.pool, &revoked.info.id)
+    server.tenancy.revoke_key(&revoked.info.id)
         .await
         .unwrap();
-    let sibling = tenancy::create_linked_account(&server.pool, &project_id, "local", "sibling")
+    let sibling = server.tenancy.create_linked_account(&project_id, "local", "sibling")
         .await
         .unwrap();
     let base = server.base_url.as_str();
@@ -689,18 +688,24 @@ fn crm_spec_operation_ids() -> BTreeSet<String> {
 async fn the_database_holds_no_key_text() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crm.db");
-    let pool = crm_server::open_database(&path).await.unwrap();
+    // The SQLite store's file and write-ahead log, read byte by byte.
+    let url: crm_server::DatabaseUrl = path.to_str().unwrap().parse().unwrap();
+    let db = crm_server::Database::open(&url, crm_server::PoolSettings::default())
+        .await
+        .unwrap();
+    let tenancy = crm_server::Tenancy::new(db.clone(), std::sync::Arc::new(crm_server::SystemClock));
+    let pool = db.pool().clone();
     let mut secrets = Vec::new();
     for name in ["alpha", "beta", "gamma"] {
-        let project = tenancy::create_project(&pool, name).await.unwrap();
-        let account = tenancy::create_linked_account(&pool, &project.id, "local", name)
+        let project = tenancy.create_project(name).await.unwrap();
+        let account = tenancy.create_linked_account(&project.id, "local", name)
             .await
             .unwrap();
         for _ in 0..2 {
-            let key = tenancy::create_key(&pool, &project.id).await.unwrap();
+            let key = tenancy.create_key(&project.id).await.unwrap();
             // Use every key once, so nothing written on a successful check escapes the scan.
-            let scope = tenancy::authorize(
-                &pool,
+            let scope = crm_api::Authorizer::authorize(
+                &tenancy,
                 &crm_api::service::ApiKey(key.key.clone()),
                 &account.id,
             )
@@ -710,8 +715,8 @@ async fn the_database_holds_no_key_text() {
             let secret = secret_of(&key.key);
             secrets.push((key.key, secret));
         }
-        let revoked = tenancy::create_key(&pool, &project.id).await.unwrap();
-        tenancy::revoke_key(&pool, &revoked.info.id).await.unwrap();
+        let revoked = tenancy.create_key(&project.id).await.unwrap();
+        tenancy.revoke_key(&revoked.info.id).await.unwrap();
         let secret = secret_of(&revoked.key);
         secrets.push((revoked.key, secret));
     }
@@ -724,7 +729,7 @@ async fn the_database_holds_no_key_text() {
             .unwrap();
     let mut values = 0usize;
     for table in &tables {
-        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
             .bind(table)
             .fetch_all(&pool)
             .await
@@ -797,7 +802,7 @@ async fn a_revoked_key_is_refused_at_once() {
             .send()
     };
     assert_eq!(list().await.unwrap().status(), 200);
-    tenancy::revoke_key(&server.pool, &other.key_id)
+    server.tenancy.revoke_key(&other.key_id)
         .await
         .unwrap();
     let refused = list().await.unwrap();

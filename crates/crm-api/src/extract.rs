@@ -71,7 +71,7 @@ impl FromRequestParts<AppState> for AccountScope {
                     .with("parameter", ACCOUNT_HEADER)
             })?
             .to_owned();
-        state.service.authorize(&key, &account_id).await
+        state.authorizer.authorize(&key, &account_id).await
     }
 }
 

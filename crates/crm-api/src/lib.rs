@@ -2,10 +2,12 @@
 //! OpenAPI document.
 //!
 //! This crate owns no storage and performs no I/O of its own: handlers validate input and
-//! call a [`CrmService`], which the server implements. The router and the OpenAPI document
+//! call the services of [`service`] (authorisation, idempotency keys, and one
+//! [`CrmProvider`] per provider), which the server implements. The router and the OpenAPI document
 //! are built from the same `#[utoipa::path]` declarations, so a route cannot exist without
 //! being documented.
 
+pub mod cursor;
 pub mod error;
 pub mod extract;
 pub mod handlers;
@@ -23,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
-pub use service::{AppState, CrmService};
+pub use service::{AppState, Authorizer, CrmProvider, IdempotencyStore};
 
 use handlers::{accounts, contacts, custom_field_definitions as cfd, lists, unified_custom_fields};
 

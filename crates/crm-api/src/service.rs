@@ -1,8 +1,11 @@
-//! The service the handlers call: what an implementation (the server) provides.
+//! The services the handlers call: what an implementation (the server) provides.
 //!
-//! The API crate owns no storage. Everything it needs from the outside world — who the
-//! caller is, and the records of a linked account — goes through [`CrmService`].
+//! The API crate owns no storage. What it needs from the outside world comes through three
+//! separate concerns: who the caller is ([`Authorizer`]), which `Idempotency-Key`s were seen
+//! ([`IdempotencyStore`]), and the records of a linked account ([`CrmProvider`], one per
+//! provider, picked from the provider [`Authorizer::authorize`] names).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -31,6 +34,8 @@ impl fmt::Debug for ApiKey {
 pub struct AccountScope {
     pub project_id: String,
     pub account_id: String,
+    /// The provider of the linked account (`local`, ...): it picks the [`CrmProvider`].
+    pub provider: String,
 }
 
 /// Which page of a list to read.
@@ -102,16 +107,42 @@ pub struct Page<T> {
 
 pub type ServiceResult<T> = Result<T, ApiError>;
 
-/// The operations behind the HTTP surface.
-///
-/// Every record operation takes the [`AccountScope`] returned by [`CrmService::authorize`];
-/// an implementation must never return or change a record outside that linked account.
+/// Who the caller is.
 #[async_trait]
-pub trait CrmService: Send + Sync + 'static {
+pub trait Authorizer: Send + Sync + 'static {
     /// Checks the API key and that `account_id` names a linked account of the key's project.
     /// An unknown or revoked key is 401; an account the project does not have is 404.
     async fn authorize(&self, key: &ApiKey, account_id: &str) -> ServiceResult<AccountScope>;
+}
 
+/// The `Idempotency-Key`s of POST requests, kept per project.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Claims `key` for a POST whose request is summarised by `fingerprint`. The same key
+    /// with another fingerprint is 422; a key whose first request is still running is 409.
+    async fn claim_idempotency_key(
+        &self,
+        scope: &AccountScope,
+        key: &str,
+        fingerprint: &str,
+    ) -> ServiceResult<IdempotencyClaim>;
+    /// Records the response of a request that claimed `key`.
+    async fn complete_idempotency_key(
+        &self,
+        scope: &AccountScope,
+        key: &str,
+        response: &StoredResponse,
+    ) -> ServiceResult<()>;
+    /// Releases `key` after a failure that must not be replayed (a server error).
+    async fn release_idempotency_key(&self, scope: &AccountScope, key: &str) -> ServiceResult<()>;
+}
+
+/// The records of the linked accounts of one provider.
+///
+/// Every operation takes the [`AccountScope`] returned by [`Authorizer::authorize`]; an
+/// implementation must never return or change a record outside that linked account.
+#[async_trait]
+pub trait CrmProvider: Send + Sync + 'static {
     async fn list_contacts(
         &self,
         scope: &AccountScope,
@@ -157,24 +188,6 @@ pub trait CrmService: Send + Sync + 'static {
         scope: &AccountScope,
         mapping: UnifiedCustomFields,
     ) -> ServiceResult<UnifiedCustomFields>;
-
-    /// Claims `key` for a POST whose request is summarised by `fingerprint`. The same key
-    /// with another fingerprint is 422; a key whose first request is still running is 409.
-    async fn claim_idempotency_key(
-        &self,
-        scope: &AccountScope,
-        key: &str,
-        fingerprint: &str,
-    ) -> ServiceResult<IdempotencyClaim>;
-    /// Records the response of a request that claimed `key`.
-    async fn complete_idempotency_key(
-        &self,
-        scope: &AccountScope,
-        key: &str,
-        response: &StoredResponse,
-    ) -> ServiceResult<()>;
-    /// Releases `key` after a failure that must not be replayed (a server error).
-    async fn release_idempotency_key(&self, scope: &AccountScope, key: &str) -> ServiceResult<()>;
 
     async fn list_accounts(
         &self,
@@ -262,11 +275,39 @@ pub trait CrmService: Send + Sync + 'static {
 /// The state every handler receives.
 #[derive(Clone)]
 pub struct AppState {
-    pub service: Arc<dyn CrmService>,
+    pub authorizer: Arc<dyn Authorizer>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    providers: Arc<BTreeMap<String, Arc<dyn CrmProvider>>>,
 }
 
 impl AppState {
-    pub fn new(service: Arc<dyn CrmService>) -> Self {
-        Self { service }
+    pub fn new(authorizer: Arc<dyn Authorizer>, idempotency: Arc<dyn IdempotencyStore>) -> Self {
+        Self {
+            authorizer,
+            idempotency,
+            providers: Arc::default(),
+        }
+    }
+
+    /// Serves the linked accounts of `provider` with `implementation`.
+    pub fn with_provider(mut self, provider: &str, implementation: Arc<dyn CrmProvider>) -> Self {
+        Arc::make_mut(&mut self.providers).insert(provider.to_owned(), implementation);
+        self
+    }
+
+    /// The implementation that serves the linked account of `scope`.
+    pub fn provider(&self, scope: &AccountScope) -> Result<&dyn CrmProvider, ApiError> {
+        self.providers
+            .get(&scope.provider)
+            .map(|p| p.as_ref())
+            .ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::NOT_IMPLEMENTED,
+                    format!(
+                        "linked account {} is of provider {:?}, which this server does not serve",
+                        scope.account_id, scope.provider
+                    ),
+                )
+            })
     }
 }

@@ -1,41 +1,347 @@
-//! The SQLite database: opening it, its settings, and the migrations run at start-up.
+//! The database: which store a `--database` names, opening it with its durability settings,
+//! its own migrations, and the few statements that differ between the stores.
+//!
+//! Both stores are reached through sqlx's `Any` driver with `$N` placeholders, which SQLite
+//! and PostgreSQL both read, so every query is written once. What differs is here:
+//! [`Database::begin_write`], [`Database::pick`] for statements with a per-store spelling
+//! (row locks, the paging horizon), and [`Database::next_position`].
 
-use std::path::Path;
+use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
 
-/// Opens (creating if needed) the database file at `path` and brings its schema up to date.
-///
-/// WAL lets readers proceed while one writer commits; `synchronous = FULL` makes every
-/// acknowledged write survive a crash of the process or of the machine.
-pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
-    let options = SqliteConnectOptions::from_str("sqlite://")?
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
-    Ok(pool)
+/// The migrations of each store, run at start-up.
+pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The kind of store a database is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
 }
 
-/// The transaction every write runs in: `BEGIN IMMEDIATE` takes the write lock up front, so
-/// two writers queue on the busy timeout instead of failing to upgrade a read lock.
-pub async fn write_tx(
-    pool: &SqlitePool,
-) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-    pool.begin_with("BEGIN IMMEDIATE").await
+/// Where the data lives: a SQLite file (a path or a `sqlite:` URL) or a PostgreSQL
+/// database (a `postgres://` or `postgresql://` URL, which may carry a password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    kind: StoreKind,
+    url: String,
+}
+
+impl DatabaseUrl {
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    /// The URL with its password, for connecting. Never log it: log the `Display` form.
+    fn secret_url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("the database must be a file path, a sqlite: URL or a postgres:// URL".into());
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            let parsed = url::Url::parse(s)
+                .map_err(|e| format!("the PostgreSQL URL is not valid: {e}"))?;
+            if parsed.host_str().is_none_or(str::is_empty) && !parsed.query().is_some_and(|q| q.contains("host=")) {
+                return Err("the PostgreSQL URL names no host".into());
+            }
+            return Ok(DatabaseUrl {
+                kind: StoreKind::Postgres,
+                url: s.to_owned(),
+            });
+        }
+        if let Some(rest) = s.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err("the sqlite: URL names no file".into());
+            }
+            return Ok(Self::sqlite_file(path));
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "unknown database scheme in {:?}: use a file path, sqlite: or postgres://",
+                s.split("://").next().unwrap_or_default()
+            ));
+        }
+        Ok(Self::sqlite_file(s))
+    }
+}
+
+impl DatabaseUrl {
+    fn sqlite_file(path: &str) -> DatabaseUrl {
+        // An absolute path, so no part of it can be read as a URL's host.
+        let path = std::path::absolute(path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| path.to_owned());
+        // Percent-encode what a URL would otherwise read as its query or fragment.
+        let encoded: String = path
+            .chars()
+            .map(|c| match c {
+                '%' => "%25".to_owned(),
+                '?' => "%3F".to_owned(),
+                '#' => "%23".to_owned(),
+                c => c.to_string(),
+            })
+            .collect();
+        DatabaseUrl {
+            kind: StoreKind::Sqlite,
+            url: format!("sqlite://{encoded}?mode=rwc"),
+        }
+    }
+}
+
+/// The URL without its password: the only form that reaches logs and messages.
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(&self.url) {
+            Ok(mut url) if self.kind == StoreKind::Postgres => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("********"));
+                }
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == "password" { "********".into() } else { v.into_owned() };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                if !pairs.is_empty() {
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                f.write_str(url.as_str())
+            }
+            _ => f.write_str(&self.url),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// Settings of the connection pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// The most connections one process opens.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection (or a reachable server) before it
+    /// fails with 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An open database: its pool and its kind.
+#[derive(Clone)]
+pub struct Database {
+    pool: AnyPool,
+    kind: StoreKind,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database").field("kind", &self.kind).finish()
+    }
+}
+
+/// Opening a database failed. The message never holds a password.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} ({database}): {source}")]
+pub struct OpenError {
+    what: &'static str,
+    database: String,
+    #[source]
+    source: sqlx::Error,
+}
+
+impl Database {
+    /// Opens the database (creating a SQLite file if missing) and runs the migrations this
+    /// binary carries for its store. On PostgreSQL the migrator holds an advisory lock, so
+    /// replicas started at once apply each migration exactly once.
+    ///
+    /// SQLite runs in WAL with `synchronous = FULL`, so every acknowledged write survives a
+    /// crash of the process or the machine; PostgreSQL is trusted to run with `fsync`,
+    /// `synchronous_commit` and `full_page_writes` on (a test checks the live settings).
+    pub async fn open(url: &DatabaseUrl, settings: PoolSettings) -> Result<Database, OpenError> {
+        let db = Self::connect(url, settings).await?;
+        db.migrate().await.map_err(|source| OpenError {
+            what: "could not run the database migrations",
+            database: url.to_string(),
+            source,
+        })?;
+        Ok(db)
+    }
+
+    /// Connects without running migrations.
+    pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<Database, OpenError> {
+        sqlx::any::install_default_drivers();
+        let failed = |source| OpenError {
+            what: "could not open the database",
+            database: url.to_string(),
+            source,
+        };
+        let options = AnyConnectOptions::from_str(url.secret_url())
+            .map_err(failed)?
+            // Statements are logged by our own request logs; sqlx's would repeat them.
+            .disable_statement_logging();
+        let kind = url.kind;
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if kind == StoreKind::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = if kind == StoreKind::Sqlite {
+            // Open one connection now, so a file that cannot be opened fails at start-up.
+            pool.connect_with(options).await
+        } else {
+            // A PostgreSQL server may come and go: connect lazily, and let requests answer
+            // 503 until it is back.
+            Ok(pool.connect_lazy_with(options))
+        }
+        .map_err(failed)?;
+        Ok(Database { pool, kind })
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        self.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.kind {
+            StoreKind::Sqlite => &SQLITE_MIGRATIONS,
+            StoreKind::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The transaction every write runs in. On SQLite `BEGIN IMMEDIATE` takes the write lock
+    /// up front, so two writers queue on the busy timeout instead of failing to upgrade a
+    /// read lock; on PostgreSQL the rows a write reads are locked with `FOR UPDATE`.
+    pub async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.kind {
+            StoreKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            StoreKind::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// The spelling of a statement for this store.
+    pub fn pick(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self.kind {
+            StoreKind::Sqlite => sqlite,
+            StoreKind::Postgres => postgres,
+        }
+    }
+
+    /// The position of the write transaction `tx` in commit order, for paging: every
+    /// write that commits after a reader's horizon has a larger position than anything the
+    /// reader was served.
+    ///
+    /// SQLite has one writer at a time, so a counter is commit order. On PostgreSQL it is
+    /// the transaction id; readers only serve positions below the oldest transaction still
+    /// running (see the `HORIZON` of the page queries), so a write that commits late is
+    /// never passed over.
+    pub async fn next_position(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+    ) -> Result<i64, sqlx::Error> {
+        let sql = self.pick(
+            "UPDATE positions SET next = next + 1 RETURNING next",
+            "SELECT pg_current_xact_id()::text::bigint",
+        );
+        sqlx::query_scalar(sql).fetch_one(tx).await
+    }
 }
 
 /// The text form of a timestamp in the database: fixed width, so text order is time order.
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_urls_name_their_store() {
+        for (given, kind) in [
+            ("crm.db", StoreKind::Sqlite),
+            ("/var/lib/crm/crm.db", StoreKind::Sqlite),
+            ("sqlite:crm.db", StoreKind::Sqlite),
+            ("sqlite:///tmp/crm.db", StoreKind::Sqlite),
+            ("postgres://crm@localhost/crm", StoreKind::Postgres),
+            ("postgresql://crm:pw@db.example:5433/crm", StoreKind::Postgres),
+        ] {
+            assert_eq!(given.parse::<DatabaseUrl>().unwrap().kind(), kind, "{given}");
+        }
+        for bad in ["", "mysql://x/y", "sqlite:", "postgres://"] {
+            assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        for given in [
+            "postgres://crm:hunter2secret@localhost:5432/crm",
+            "postgres://crm@localhost/crm?password=hunter2secret&sslmode=disable",
+        ] {
+            let url: DatabaseUrl = given.parse().unwrap();
+            for shown in [url.to_string(), format!("{url:?}")] {
+                assert!(!shown.contains("hunter2secret"), "{shown}");
+                assert!(shown.contains("localhost"), "{shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn odd_file_names_stay_file_names() {
+        let url: DatabaseUrl = "/tmp/a?b#c%d.db".parse().unwrap();
+        assert_eq!(url.secret_url(), "sqlite:///tmp/a%3Fb%23c%25d.db?mode=rwc");
+    }
 }

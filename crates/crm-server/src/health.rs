@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
-use sqlx::SqlitePool;
+
+use crate::db::{Database, StoreKind};
 
 /// The path answering whether the process is up.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -15,11 +16,11 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub const READY_PATH: &str = "/readyz";
 
 /// The health routes over the server's database.
-pub fn router(pool: SqlitePool) -> Router {
+pub fn router(db: Database) -> Router {
     Router::new()
         .route(HEALTH_PATH, get(healthz))
         .route(READY_PATH, get(readyz))
-        .with_state(pool)
+        .with_state(db)
 }
 
 /// Alive: the process answers. It touches nothing, so it stays cheap under load.
@@ -28,15 +29,15 @@ async fn healthz() -> Json<Value> {
 }
 
 /// Ready: the database answers and every migration this binary carries has been applied.
-async fn readyz(State(pool): State<SqlitePool>) -> Result<Json<Value>, crm_api::ApiError> {
-    match pending_migrations(&pool).await {
+async fn readyz(State(db): State<Database>) -> Result<Json<Value>, crm_api::ApiError> {
+    match pending_migrations(&db).await {
         Ok(0) => Ok(Json(json!({ "status": "ready" }))),
         Ok(n) => Err(not_ready(format!(
             "{n} database migrations have not run yet"
         ))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(not_ready("the database cannot be read".to_owned()))
+            Err(not_ready("the database cannot be reached".to_owned()))
         }
     }
 }
@@ -46,21 +47,26 @@ fn not_ready(message: String) -> crm_api::ApiError {
 }
 
 /// How many of this binary's migrations the database has not applied successfully.
-pub async fn pending_migrations(pool: &SqlitePool) -> Result<usize, sqlx::Error> {
-    let migrator = sqlx::migrate!("./migrations");
-    let has_table: Option<i64> = sqlx::query_scalar(
+pub async fn pending_migrations(db: &Database) -> Result<usize, sqlx::Error> {
+    let has_table: Option<i64> = sqlx::query_scalar(db.pick(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_optional(pool)
+        "SELECT 1 FROM pg_catalog.pg_tables
+         WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
+    ))
+    .fetch_optional(db.pool())
     .await?;
     let applied: Vec<i64> = if has_table.is_some() {
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
-            .fetch_all(pool)
-            .await?
+        sqlx::query_scalar(match db.kind() {
+            StoreKind::Sqlite => "SELECT version FROM _sqlx_migrations WHERE success = 1",
+            StoreKind::Postgres => "SELECT version FROM _sqlx_migrations WHERE success",
+        })
+        .fetch_all(db.pool())
+        .await?
     } else {
         Vec::new()
     };
-    Ok(migrator
+    Ok(db
+        .migrator()
         .iter()
         .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
         .count())

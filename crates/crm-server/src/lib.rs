@@ -1,34 +1,41 @@
-//! The unified CRM API server: tenancy, API keys, SQLite storage and the built-in `local`
-//! provider, behind the router of the `crm-api` crate.
+//! The unified CRM API server: tenancy, API keys, idempotency keys and the built-in
+//! `local` provider over SQLite or PostgreSQL, behind the router of the `crm-api` crate.
 
-pub mod cursor;
+pub mod clock;
 pub mod custom_fields;
 pub mod db;
 pub mod docs;
 pub mod health;
 pub mod http;
+pub mod idempotency;
+pub mod local;
 pub mod rate_limit;
-pub mod store;
+pub mod rules;
 pub mod tenancy;
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
 use crm_api::AppState;
-use sqlx::SqlitePool;
 use tokio::net::TcpListener;
 
+pub use clock::{Clock, ShiftedClock, SystemClock};
+pub use db::{Database, DatabaseUrl, PoolSettings, StoreKind};
 pub use http::{DEFAULT_MAX_BODY_BYTES, HttpSettings};
-pub use store::LocalCrm;
+pub use local::LocalProvider;
+pub use tenancy::Tenancy;
 
 /// The whole application over an open database: the CRM router and the health routes,
 /// behind the HTTP edge (request ids, logs, limits, timeouts).
-pub fn app(pool: SqlitePool, settings: &HttpSettings) -> Router {
-    let state = AppState::new(Arc::new(LocalCrm::new(pool.clone())));
+pub fn app(db: Database, clock: Arc<dyn Clock>, settings: &HttpSettings) -> Router {
+    let state = AppState::new(
+        Arc::new(Tenancy::new(db.clone(), clock.clone())),
+        Arc::new(idempotency::IdempotencyKeys::new(db.clone(), clock.clone())),
+    )
+    .with_provider(local::PROVIDER, Arc::new(LocalProvider::new(db.clone(), clock)));
     // The documentation routes stay outside crm_api's router: see `docs`.
-    let routes = health::router(pool)
+    let routes = health::router(db)
         .merge(docs::router())
         .merge(crm_api::router(state));
     http::layered(routes, settings)
@@ -65,23 +72,19 @@ pub struct Bootstrap {
 
 /// On a database with no project, creates a project, an API key and a linked account.
 pub async fn bootstrap_if_empty(
-    pool: &SqlitePool,
+    tenancy: &Tenancy,
 ) -> Result<Option<Bootstrap>, tenancy::TenancyError> {
-    if !tenancy::list_projects(pool).await?.is_empty() {
+    if !tenancy.list_projects().await?.is_empty() {
         return Ok(None);
     }
-    let project = tenancy::create_project(pool, "default").await?;
-    let key = tenancy::create_key(pool, &project.id).await?;
-    let account =
-        tenancy::create_linked_account(pool, &project.id, tenancy::LOCAL_PROVIDER, "local").await?;
+    let project = tenancy.create_project("default").await?;
+    let key = tenancy.create_key(&project.id).await?;
+    let account = tenancy
+        .create_linked_account(&project.id, tenancy::LOCAL_PROVIDER, "local")
+        .await?;
     Ok(Some(Bootstrap {
         project,
         key: key.key,
         account,
     }))
-}
-
-/// Opens the database at `path`, running migrations.
-pub async fn open_database(path: &Path) -> Result<SqlitePool, sqlx::Error> {
-    db::open(path).await
 }

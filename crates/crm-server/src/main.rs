@@ -2,20 +2,24 @@
 //! linked accounts.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crm_server::tenancy;
+use crm_server::{Clock, Database, DatabaseUrl, PoolSettings, SystemClock, Tenancy, tenancy};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "crm-server", version, about = "The unified CRM API server")]
 struct Cli {
-    /// The SQLite database file (created if missing).
-    #[arg(long, env = "CRM_DATABASE", default_value = "crm.db", global = true)]
-    database: PathBuf,
+    /// The database: a SQLite file path (created if missing) or `sqlite:` URL, or a
+    /// `postgres://user:password@host/db` URL.
+    #[arg(long, env = "CRM_DATABASE", default_value = "crm.db", global = true, hide_env_values = true)]
+    database: DatabaseUrl,
+    /// The most database connections this process opens.
+    #[arg(long, env = "CRM_DATABASE_POOL_SIZE", default_value_t = PoolSettings::default().max_connections, global = true)]
+    database_pool_size: u32,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
     #[arg(long, env = "CRM_LOG", default_value = "info", global = true)]
     log_level: String,
@@ -110,9 +114,14 @@ async fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
-    let pool = crm_server::open_database(&cli.database)
-        .await
-        .with_context(|| format!("could not open the database {}", cli.database.display()))?;
+    let settings = PoolSettings {
+        max_connections: cli.database_pool_size.max(1),
+        ..PoolSettings::default()
+    };
+    // The error names the database without its password.
+    let db = Database::open(&cli.database, settings).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let tenancy = Tenancy::new(db.clone(), clock.clone());
     match cli.command {
         Command::Serve {
             listen,
@@ -130,18 +139,20 @@ async fn main() -> anyhow::Result<()> {
                     .then(|| Duration::from_secs(request_timeout_secs)),
                 rate_limit_per_minute: (rate_limit_per_minute > 0).then_some(rate_limit_per_minute),
             };
-            serve(pool, listen, settings).await
+            serve(db, clock, tenancy, listen, settings).await
         }
-        Command::Admin { command } => admin(&pool, command).await,
+        Command::Admin { command } => admin(&tenancy, command).await,
     }
 }
 
 async fn serve(
-    pool: sqlx::SqlitePool,
+    db: Database,
+    clock: Arc<dyn Clock>,
+    tenancy: Tenancy,
     listen: SocketAddr,
     settings: crm_server::HttpSettings,
 ) -> anyhow::Result<()> {
-    if let Some(first) = crm_server::bootstrap_if_empty(&pool).await? {
+    if let Some(first) = crm_server::bootstrap_if_empty(&tenancy).await? {
         println!(
             "The database was empty, so a project, an API key and a linked account were created.\n\
              Keep the key now: it is not shown again.\n\n\
@@ -168,7 +179,7 @@ async fn serve(
         rate_limit_per_minute = settings.rate_limit_per_minute.unwrap_or(0),
         "listening"
     );
-    let app = crm_server::app(pool, &settings);
+    let app = crm_server::app(db, clock, &settings);
     crm_server::serve_with(listener, app, &settings, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
@@ -196,18 +207,18 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-async fn admin(pool: &sqlx::SqlitePool, command: Admin) -> anyhow::Result<()> {
+async fn admin(tenancy: &Tenancy, command: Admin) -> anyhow::Result<()> {
     match command {
         Admin::CreateProject { name } => {
-            let p = tenancy::create_project(pool, &name).await?;
+            let p = tenancy.create_project(&name).await?;
             println!("{}", serde_json::to_string_pretty(&p)?);
         }
         Admin::ListProjects => println!(
             "{}",
-            serde_json::to_string_pretty(&tenancy::list_projects(pool).await?)?
+            serde_json::to_string_pretty(&tenancy.list_projects().await?)?
         ),
         Admin::CreateKey { project } => {
-            let key = tenancy::create_key(pool, &project).await?;
+            let key = tenancy.create_key(&project).await?;
             println!(
                 "key id:  {}\nAPI key: {}\n(the key is not shown again)",
                 key.info.id, key.key
@@ -216,11 +227,11 @@ async fn admin(pool: &sqlx::SqlitePool, command: Admin) -> anyhow::Result<()> {
         Admin::ListKeys { project } => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&tenancy::list_keys(pool, project.as_deref()).await?)?
+                serde_json::to_string_pretty(&tenancy.list_keys(project.as_deref()).await?)?
             )
         }
         Admin::RevokeKey { key_id } => {
-            tenancy::revoke_key(pool, &key_id).await?;
+            tenancy.revoke_key(&key_id).await?;
             println!("revoked {key_id}");
         }
         Admin::CreateAccount {
@@ -228,13 +239,13 @@ async fn admin(pool: &sqlx::SqlitePool, command: Admin) -> anyhow::Result<()> {
             name,
             provider,
         } => {
-            let a = tenancy::create_linked_account(pool, &project, &provider, &name).await?;
+            let a = tenancy.create_linked_account(&project, &provider, &name).await?;
             println!("{}", serde_json::to_string_pretty(&a)?);
         }
         Admin::ListAccounts { project } => println!(
             "{}",
             serde_json::to_string_pretty(
-                &tenancy::list_linked_accounts(pool, project.as_deref()).await?
+                &tenancy.list_linked_accounts(project.as_deref()).await?
             )?
         ),
     }

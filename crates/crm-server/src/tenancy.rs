@@ -6,16 +6,20 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::Utc;
 use crm_api::ApiError;
 use crm_api::service::{AccountScope, ApiKey};
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqlitePool};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use crm_api::service::Authorizer;
+use sqlx::Row;
 use subtle::ConstantTimeEq;
 
-use crate::db::timestamp;
+use crate::clock::Clock;
+use crate::db::{Database, timestamp};
 
 /// The only provider built in so far: records live in this server's own database.
 pub const LOCAL_PROVIDER: &str = "local";
@@ -78,210 +82,243 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
     (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
 }
 
-pub async fn create_project(pool: &SqlitePool, name: &str) -> Result<Project, TenancyError> {
-    let project = Project {
-        id: new_id(),
-        name: name.to_owned(),
-        created_at: timestamp(Utc::now()),
-    };
-    sqlx::query("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)")
-        .bind(&project.id)
-        .bind(&project.name)
-        .bind(&project.created_at)
-        .execute(pool)
-        .await?;
-    Ok(project)
+/// Projects, keys and linked accounts in the server's database.
+#[derive(Clone)]
+pub struct Tenancy {
+    db: Database,
+    clock: Arc<dyn Clock>,
 }
 
-pub async fn list_projects(pool: &SqlitePool) -> Result<Vec<Project>, TenancyError> {
-    let rows = sqlx::query("SELECT id, name, created_at FROM projects ORDER BY created_at, id")
-        .fetch_all(pool)
+impl Tenancy {
+    pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    fn now(&self) -> String {
+        timestamp(self.clock.now())
+    }
+
+    pub async fn create_project(&self, name: &str) -> Result<Project, TenancyError> {
+        let project = Project {
+            id: new_id(),
+            name: name.to_owned(),
+            created_at: self.now(),
+        };
+        sqlx::query("INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&project.id)
+            .bind(&project.name)
+            .bind(&project.created_at)
+            .execute(self.db.pool())
+            .await?;
+        Ok(project)
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>, TenancyError> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM projects ORDER BY created_at, id")
+            .fetch_all(self.db.pool())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Project {
+                id: r.get("id"),
+                name: r.get("name"),
+                created_at: r.get("created_at"),
+            })
+            .collect())
+    }
+
+    async fn require_project(&self, project_id: &str) -> Result<(), TenancyError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM projects WHERE id = $1")
+            .bind(project_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        found
+            .map(|_| ())
+            .ok_or_else(|| TenancyError::UnknownProject(project_id.to_owned()))
+    }
+
+    pub async fn create_key(&self, project_id: &str) -> Result<NewKey, TenancyError> {
+        self.require_project(project_id).await?;
+        let mut id = [0u8; 8];
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut id);
+        rand::rng().fill_bytes(&mut secret);
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let secret = URL_SAFE_NO_PAD.encode(secret);
+        let info = KeyInfo {
+            id: id.clone(),
+            project_id: project_id.to_owned(),
+            created_at: self.now(),
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO api_keys (id, project_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&info.id)
+        .bind(&info.project_id)
+        .bind(hash(&secret))
+        .bind(&info.created_at)
+        .execute(self.db.pool())
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Project {
-            id: r.get("id"),
-            name: r.get("name"),
-            created_at: r.get("created_at"),
+        Ok(NewKey {
+            info,
+            key: format!("crm_{id}_{secret}"),
         })
-        .collect())
-}
+    }
 
-async fn require_project(pool: &SqlitePool, project_id: &str) -> Result<(), TenancyError> {
-    let found = sqlx::query("SELECT 1 FROM projects WHERE id = ?")
+    pub async fn list_keys(&self, project_id: Option<&str>) -> Result<Vec<KeyInfo>, TenancyError> {
+        let rows = sqlx::query(
+            "SELECT id, project_id, created_at, revoked_at FROM api_keys
+             WHERE $1 IS NULL OR project_id = $1 ORDER BY created_at, id",
+        )
         .bind(project_id)
-        .fetch_optional(pool)
+        .fetch_all(self.db.pool())
         .await?;
-    found
-        .map(|_| ())
-        .ok_or_else(|| TenancyError::UnknownProject(project_id.to_owned()))
-}
+        Ok(rows
+            .into_iter()
+            .map(|r| KeyInfo {
+                id: r.get("id"),
+                project_id: r.get("project_id"),
+                created_at: r.get("created_at"),
+                revoked_at: r.get("revoked_at"),
+            })
+            .collect())
+    }
 
-pub async fn create_key(pool: &SqlitePool, project_id: &str) -> Result<NewKey, TenancyError> {
-    require_project(pool, project_id).await?;
-    let mut id = [0u8; 8];
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut id);
-    rand::rng().fill_bytes(&mut secret);
-    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    let secret = URL_SAFE_NO_PAD.encode(secret);
-    let info = KeyInfo {
-        id: id.clone(),
-        project_id: project_id.to_owned(),
-        created_at: timestamp(Utc::now()),
-        revoked_at: None,
-    };
-    sqlx::query(
-        "INSERT INTO api_keys (id, project_id, secret_hash, created_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(&info.id)
-    .bind(&info.project_id)
-    .bind(hash(&secret))
-    .bind(&info.created_at)
-    .execute(pool)
-    .await?;
-    Ok(NewKey {
-        info,
-        key: format!("crm_{id}_{secret}"),
-    })
-}
-
-pub async fn list_keys(
-    pool: &SqlitePool,
-    project_id: Option<&str>,
-) -> Result<Vec<KeyInfo>, TenancyError> {
-    let rows = sqlx::query(
-        "SELECT id, project_id, created_at, revoked_at FROM api_keys
-         WHERE ?1 IS NULL OR project_id = ?1 ORDER BY created_at, id",
-    )
-    .bind(project_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| KeyInfo {
-            id: r.get("id"),
-            project_id: r.get("project_id"),
-            created_at: r.get("created_at"),
-            revoked_at: r.get("revoked_at"),
-        })
-        .collect())
-}
-
-/// Revokes a key; from the next request on, it is refused.
-pub async fn revoke_key(pool: &SqlitePool, key_id: &str) -> Result<(), TenancyError> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
-        .bind(timestamp(Utc::now()))
+    /// Revokes a key; from the next request on, it is refused.
+    pub async fn revoke_key(&self, key_id: &str) -> Result<(), TenancyError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
+        )
+        .bind(self.now())
         .bind(key_id)
-        .execute(pool)
+        .execute(self.db.pool())
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(TenancyError::UnknownKey(key_id.to_owned()));
+        if done.rows_affected() == 0 {
+            return Err(TenancyError::UnknownKey(key_id.to_owned()));
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-pub async fn create_linked_account(
-    pool: &SqlitePool,
-    project_id: &str,
-    provider: &str,
-    name: &str,
-) -> Result<LinkedAccount, TenancyError> {
-    if provider != LOCAL_PROVIDER {
-        return Err(TenancyError::UnknownProvider(provider.to_owned()));
+    pub async fn create_linked_account(
+        &self,
+        project_id: &str,
+        provider: &str,
+        name: &str,
+    ) -> Result<LinkedAccount, TenancyError> {
+        if provider != LOCAL_PROVIDER {
+            return Err(TenancyError::UnknownProvider(provider.to_owned()));
+        }
+        self.require_project(project_id).await?;
+        let account = LinkedAccount {
+            id: new_id(),
+            project_id: project_id.to_owned(),
+            provider: provider.to_owned(),
+            name: name.to_owned(),
+            created_at: self.now(),
+        };
+        sqlx::query(
+            "INSERT INTO linked_accounts (id, project_id, provider, name, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&account.id)
+        .bind(&account.project_id)
+        .bind(&account.provider)
+        .bind(&account.name)
+        .bind(&account.created_at)
+        .execute(self.db.pool())
+        .await?;
+        Ok(account)
     }
-    require_project(pool, project_id).await?;
-    let account = LinkedAccount {
-        id: new_id(),
-        project_id: project_id.to_owned(),
-        provider: provider.to_owned(),
-        name: name.to_owned(),
-        created_at: timestamp(Utc::now()),
-    };
-    sqlx::query(
-        "INSERT INTO linked_accounts (id, project_id, provider, name, created_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&account.id)
-    .bind(&account.project_id)
-    .bind(&account.provider)
-    .bind(&account.name)
-    .bind(&account.created_at)
-    .execute(pool)
-    .await?;
-    Ok(account)
+
+    pub async fn list_linked_accounts(
+        &self,
+        project_id: Option<&str>,
+    ) -> Result<Vec<LinkedAccount>, TenancyError> {
+        let rows = sqlx::query(
+            "SELECT id, project_id, provider, name, created_at FROM linked_accounts
+             WHERE $1 IS NULL OR project_id = $1 ORDER BY created_at, id",
+        )
+        .bind(project_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| LinkedAccount {
+                id: r.get("id"),
+                project_id: r.get("project_id"),
+                provider: r.get("provider"),
+                name: r.get("name"),
+                created_at: r.get("created_at"),
+            })
+            .collect())
+    }
 }
 
-pub async fn list_linked_accounts(
-    pool: &SqlitePool,
-    project_id: Option<&str>,
-) -> Result<Vec<LinkedAccount>, TenancyError> {
-    let rows = sqlx::query(
-        "SELECT id, project_id, provider, name, created_at FROM linked_accounts
-         WHERE ?1 IS NULL OR project_id = ?1 ORDER BY created_at, id",
-    )
-    .bind(project_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| LinkedAccount {
-            id: r.get("id"),
-            project_id: r.get("project_id"),
-            provider: r.get("provider"),
-            name: r.get("name"),
-            created_at: r.get("created_at"),
-        })
-        .collect())
-}
-
-/// Checks `key` and that `account_id` is a linked account of the key's project.
-pub async fn authorize(
-    pool: &SqlitePool,
-    key: &ApiKey,
-    account_id: &str,
-) -> Result<AccountScope, ApiError> {
-    let invalid = || ApiError::unauthorized("invalid API key");
-    let (key_id, secret) = split_key(&key.0).ok_or_else(invalid)?;
-    let row = sqlx::query("SELECT project_id, secret_hash, revoked_at FROM api_keys WHERE id = ?")
+#[async_trait]
+impl Authorizer for Tenancy {
+    /// Checks `key` and that `account_id` is a linked account of the key's project.
+    async fn authorize(&self, key: &ApiKey, account_id: &str) -> Result<AccountScope, ApiError> {
+        let invalid = || ApiError::unauthorized("invalid API key");
+        let (key_id, secret) = split_key(&key.0).ok_or_else(invalid)?;
+        let row = sqlx::query(
+            "SELECT project_id, secret_hash, revoked_at FROM api_keys WHERE id = $1",
+        )
         .bind(key_id)
-        .fetch_optional(pool)
+        .fetch_optional(self.db.pool())
         .await
         .map_err(internal)?;
-    let presented = hash(secret);
-    let Some(row) = row else {
-        // Compare anyway, so an unknown key id costs the same time as a wrong secret.
-        let _ = presented.ct_eq(&[0u8; 32]);
-        return Err(invalid());
-    };
-    let stored: Vec<u8> = row.get("secret_hash");
-    if !bool::from(presented.ct_eq(&stored)) {
-        return Err(invalid());
-    }
-    if row.get::<Option<String>, _>("revoked_at").is_some() {
-        return Err(ApiError::unauthorized("this API key has been revoked"));
-    }
-    let project_id: String = row.get("project_id");
-    let found = sqlx::query("SELECT 1 FROM linked_accounts WHERE id = ? AND project_id = ?")
+        let presented = hash(secret);
+        let Some(row) = row else {
+            // Compare anyway, so an unknown key id costs the same time as a wrong secret.
+            let _ = presented.ct_eq(&[0u8; 32]);
+            return Err(invalid());
+        };
+        let stored: Vec<u8> = row.get("secret_hash");
+        if !bool::from(presented.ct_eq(&stored)) {
+            return Err(invalid());
+        }
+        if row.get::<Option<String>, _>("revoked_at").is_some() {
+            return Err(ApiError::unauthorized("this API key has been revoked"));
+        }
+        let project_id: String = row.get("project_id");
+        let provider: Option<String> = sqlx::query_scalar(
+            "SELECT provider FROM linked_accounts WHERE id = $1 AND project_id = $2",
+        )
         .bind(account_id)
         .bind(&project_id)
-        .fetch_optional(pool)
+        .fetch_optional(self.db.pool())
         .await
         .map_err(internal)?;
-    if found.is_none() {
-        return Err(ApiError::not_found(format!(
-            "linked account {account_id} not found for this API key's project"
-        ))
-        .with("parameter", "x-account-id"));
+        let Some(provider) = provider else {
+            return Err(ApiError::not_found(format!(
+                "linked account {account_id} not found for this API key's project"
+            ))
+            .with("parameter", "x-account-id"));
+        };
+        Ok(AccountScope {
+            project_id,
+            account_id: account_id.to_owned(),
+            provider,
+        })
     }
-    Ok(AccountScope {
-        project_id,
-        account_id: account_id.to_owned(),
-    })
 }
 
+/// A database failure, as the caller sees it: 503 when the database cannot be reached (it
+/// may come back; retry), 500 otherwise. The error itself goes to the log only.
 pub(crate) fn internal(e: sqlx::Error) -> ApiError {
+    let unreachable = matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    ) || matches!(&e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")));
     tracing::error!(error = %e, "database error");
-    ApiError::internal("the server could not reach its database")
+    if unreachable {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the server cannot reach its database; retry later",
+        )
+    } else {
+        ApiError::internal("the server could not reach its database")
+    }
 }
 
 #[cfg(test)]

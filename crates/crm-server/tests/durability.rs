@@ -215,7 +215,8 @@ async fn verify(client: &Client, ledger: &Ledger) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
-    let (_dir, path) = database();
+    let database = database().await;
+    let path = database.url();
     let http = reqwest::Client::builder()
         .timeout(PATIENCE)
         .build()
@@ -226,7 +227,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut writes_in_flight_at_kill = 0;
     let mut acked_total = 0;
     for round in 0..ROUNDS {
-        let server = ServerProcess::start(&path, round == 0, "warn,crm_server=info", &[]);
+        let server = ServerProcess::start(path, round == 0, "warn,crm_server=info", &[]);
         if let Some(bootstrap) = &server.bootstrap {
             credentials = Some(bootstrap.clone());
         }
@@ -276,7 +277,7 @@ async fn acknowledged_writes_survive_sigkill() {
             .count();
     }
     // The last restart, and the final check.
-    let server = ServerProcess::start(&path, false, "warn,crm_server=info", &[]);
+    let server = ServerProcess::start(path, false, "warn,crm_server=info", &[]);
     server.ready(&http).await;
     let (key, account) = credentials.unwrap();
     let client = Client {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use crm_api::models::{Contact, ContactEmailAddress};
 use futures::StreamExt;
-use sqlx::SqlitePool;
 
 const CONTACTS: usize = 100_000;
 
@@ -18,10 +17,10 @@ fn id_of(i: usize) -> String {
 }
 
 /// Writes `CONTACTS` contacts straight into the store, in one transaction.
-async fn seed(pool: &SqlitePool, account_id: &str) {
+async fn seed(db: &crm_server::Database, account_id: &str) {
     let now = chrono::Utc::now();
     let stamp = now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = db.pool().begin().await.unwrap();
     for i in 0..CONTACTS {
         let id = id_of(i);
         let email = format!("person{i}@example.com");
@@ -44,12 +43,12 @@ async fn seed(pool: &SqlitePool, account_id: &str) {
             ..Default::default()
         };
         sqlx::query(
-            "INSERT INTO records (linked_account_id, kind, id, body, created_at, updated_at) VALUES (?, 'contacts', ?, ?, ?, ?)",
+            "INSERT INTO records (linked_account_id, kind, id, body, created_at, updated_at, created_pos, updated_pos)
+             VALUES ($1, 'contacts', $2, $3, $4, $4, 0, 0)",
         )
         .bind(account_id)
         .bind(&id)
         .bind(serde_json::to_string(&contact).unwrap())
-        .bind(&stamp)
         .bind(&stamp)
         .execute(&mut *tx)
         .await
@@ -76,17 +75,20 @@ impl Drop for Server {
 
 #[tokio::test]
 async fn export_streams_every_contact_once_in_constant_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("crm.db");
-    let pool = crm_server::open_database(&db).await.unwrap();
-    let first = crm_server::bootstrap_if_empty(&pool)
+    let database = crm_testkit::TestDatabase::new(crm_testkit::Store::from_env()).await;
+    let url: crm_server::DatabaseUrl = database.url().parse().unwrap();
+    let db = crm_server::Database::open(&url, crm_server::PoolSettings::default())
+        .await
+        .unwrap();
+    let tenancy = crm_server::Tenancy::new(db.clone(), Arc::new(crm_server::SystemClock));
+    let first = crm_server::bootstrap_if_empty(&tenancy)
         .await
         .unwrap()
         .unwrap();
     let started = Instant::now();
-    seed(&pool, &first.account.id).await;
+    seed(&db, &first.account.id).await;
     println!("seeded {CONTACTS} contacts in {:.1?}", started.elapsed());
-    pool.close().await;
+    db.close().await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -97,7 +99,7 @@ async fn export_streams_every_contact_once_in_constant_memory() {
         Command::new(env!("CARGO_BIN_EXE_crm-server"))
             .args([
                 "--database",
-                db.to_str().unwrap(),
+                database.url(),
                 "--log-level",
                 "warn",
                 "serve",

@@ -44,8 +44,9 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String, String) {
 
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_and_refuses_new_ones() {
-    let (_dir, path) = database();
-    let server = ServerProcess::start(&path, true, "warn,crm_server=debug", &[]);
+    let database = database().await;
+    let path = database.url();
+    let server = ServerProcess::start(path, true, "warn,crm_server=debug", &[]);
     let (key, account) = server.bootstrap.clone().unwrap();
     let http = reqwest::Client::new();
     server.ready(&http).await;
@@ -115,7 +116,7 @@ async fn sigterm_finishes_requests_in_flight_and_refuses_new_ones() {
     assert!(exit.success(), "{exit:?}");
 
     // The acknowledged write is on disk.
-    let server = ServerProcess::start(&path, false, "warn,crm_server=info", &[]);
+    let server = ServerProcess::start(path, false, "warn,crm_server=info", &[]);
     server.ready(&http).await;
     let response = http
         .get(format!("{}/unified/crm/contacts/{id}", server.base_url))
@@ -129,7 +130,7 @@ async fn sigterm_finishes_requests_in_flight_and_refuses_new_ones() {
     assert_eq!(stored["data"]["last_name"], "Lovelace");
 }
 
-fn admin(path: &std::path::Path, args: &[&str]) -> String {
+fn admin(path: &str, args: &[&str]) -> String {
     let output = Command::new(binary())
         .arg("--database")
         .arg(path)
@@ -147,15 +148,16 @@ fn admin(path: &std::path::Path, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_key_revoked_by_the_admin_command_is_refused_at_once() {
-    let (_dir, path) = database();
-    let server = ServerProcess::start(&path, true, "warn,crm_server=info", &[]);
+    let database = database().await;
+    let path = database.url();
+    let server = ServerProcess::start(path, true, "warn,crm_server=info", &[]);
     let (_, account) = server.bootstrap.clone().unwrap();
     let http = reqwest::Client::new();
     server.ready(&http).await;
 
-    let projects: Value = serde_json::from_str(&admin(&path, &["list-projects"])).unwrap();
+    let projects: Value = serde_json::from_str(&admin(path, &["list-projects"])).unwrap();
     let project = projects[0]["id"].as_str().unwrap().to_owned();
-    let created = admin(&path, &["create-key", "--project", &project]);
+    let created = admin(path, &["create-key", "--project", &project]);
     let field = |name: &str| {
         created
             .lines()
@@ -172,7 +174,7 @@ async fn a_key_revoked_by_the_admin_command_is_refused_at_once() {
     };
     assert_eq!(list().await.unwrap().status(), 200);
 
-    admin(&path, &["revoke-key", "--key-id", &key_id]);
+    admin(path, &["revoke-key", "--key-id", &key_id]);
     let refused = list().await.unwrap();
     assert_eq!(refused.status(), 401);
     let body: Value = refused.json().await.unwrap();
@@ -181,15 +183,16 @@ async fn a_key_revoked_by_the_admin_command_is_refused_at_once() {
         "{body}"
     );
     assert!(
-        !admin(&path, &["list-keys"]).contains(&key),
+        !admin(path, &["list-keys"]).contains(&key),
         "list-keys never shows a key"
     );
 }
 
 #[tokio::test]
 async fn every_request_is_logged_with_its_id_route_status_and_latency() {
-    let (_dir, path) = database();
-    let server = ServerProcess::start(&path, true, "info", &[]);
+    let database = database().await;
+    let path = database.url();
+    let server = ServerProcess::start(path, true, "info", &[]);
     let (key, account) = server.bootstrap.clone().unwrap();
     let http = reqwest::Client::new();
     server.ready(&http).await;

@@ -27,9 +27,7 @@ pub async fn list(
     scope: AccountScope,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let accounts = state
-        .service
-        .list_accounts(&scope, &(&query).into())
+    let accounts = state.provider(&scope)?.list_accounts(&scope, &(&query).into())
         .await?;
     page(accounts, &query, Shape::Plain, |data, next, raw| {
         AccountsPaginated { next, data, raw }
@@ -50,7 +48,7 @@ pub async fn create(
     scope: AccountScope,
     JsonBody(write): JsonBody<CrmCreateAccountRequestDto>,
 ) -> Result<Response, ApiError> {
-    let account = state.service.create_account(&scope, write).await?;
+    let account = state.provider(&scope)?.create_account(&scope, write).await?;
     written(account, false, |data, raw| AccountResult { data, raw })
 }
 
@@ -68,9 +66,7 @@ pub async fn get(
     RecordId(id): RecordId,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let account = state
-        .service
-        .get_account(&scope, &id, &(&query).into())
+    let account = state.provider(&scope)?.get_account(&scope, &id, &(&query).into())
         .await?;
     single(account, &query, Shape::Plain, |data, raw| AccountResult {
         data,
@@ -94,7 +90,7 @@ pub async fn update(
     RecordId(id): RecordId,
     JsonBody(write): JsonBody<CrmCreateAccountRequestDto>,
 ) -> Result<Response, ApiError> {
-    let account = state.service.update_account(&scope, &id, write).await?;
+    let account = state.provider(&scope)?.update_account(&scope, &id, write).await?;
     written(account, false, |data, raw| AccountResult { data, raw })
 }
 
@@ -111,6 +107,6 @@ pub async fn delete(
     scope: AccountScope,
     RecordId(id): RecordId,
 ) -> Result<Response, ApiError> {
-    state.service.delete_account(&scope, &id).await?;
+    state.provider(&scope)?.delete_account(&scope, &id).await?;
     Ok(no_content())
 }

@@ -3,7 +3,6 @@
 #![allow(dead_code)] // Each test binary uses a different part.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,10 +28,10 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the server on `database`, on a free port, with `extra` arguments to `serve`.
-    /// On an empty database the server prints a key and an account: `fresh` says whether to
-    /// expect them.
-    pub fn start(database: &Path, fresh: bool, log_filter: &str, extra: &[&str]) -> ServerProcess {
+    /// Starts the server on `database` (a `--database` argument), on a free port, with
+    /// `extra` arguments to `serve`. On an empty database the server prints a key and an
+    /// account: `fresh` says whether to expect them.
+    pub fn start(database: &str, fresh: bool, log_filter: &str, extra: &[&str]) -> ServerProcess {
         let mut child = Command::new(binary())
             .arg("--database")
             .arg(database)
@@ -162,9 +161,7 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A temporary directory holding the database file.
-pub fn database() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("crm.db");
-    (dir, path)
+/// A fresh database of the store under test (`CRM_TEST_STORE`).
+pub async fn database() -> crm_testkit::TestDatabase {
+    crm_testkit::TestDatabase::new(crm_testkit::Store::from_env()).await
 }

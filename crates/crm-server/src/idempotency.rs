@@ -1,0 +1,181 @@
+//! The `Idempotency-Key`s of POST requests, kept per project in the server's database.
+//!
+//! A key is claimed before its request runs and completed with the answer after. A create
+//! also links the record it made to the key in its own transaction (see
+//! [`crate::local`]), so that a retry after a crash finds that record instead of making
+//! another.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use crm_api::ApiError;
+use crm_api::service::{
+    AccountScope, IdempotencyClaim, IdempotencyStore, ServiceResult, StoredResponse,
+};
+use sqlx::Row;
+
+use crate::clock::Clock;
+use crate::db::{Database, timestamp};
+use crate::tenancy::internal;
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_KEY_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
+/// After how long an unfinished claim of a key is given up.
+pub const ABANDONED_CLAIM_AFTER: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The idempotency keys of every project.
+#[derive(Clone)]
+pub struct IdempotencyKeys {
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+impl IdempotencyKeys {
+    pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for IdempotencyKeys {
+    async fn claim_idempotency_key(
+        &self,
+        scope: &AccountScope,
+        key: &str,
+        fingerprint: &str,
+    ) -> ServiceResult<IdempotencyClaim> {
+        let now = self.clock.now();
+        let abandoned_before = timestamp(now - ABANDONED_CLAIM_AFTER);
+        let mut tx = self.db.begin_write().await.map_err(internal)?;
+        // Keys live 24 hours. A claim whose request never finished (the server stopped
+        // mid-way) is given up after a few minutes so that a retry can run; if its write
+        // had landed (`record_id`), the key is kept so that the retry finds that record.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE project_id = $1 AND (created_at < $2
+             OR (status IS NULL AND record_id IS NULL AND (claimed_at IS NULL OR claimed_at < $3)))",
+        )
+        .bind(&scope.project_id)
+        .bind(timestamp(now - IDEMPOTENCY_KEY_LIFETIME))
+        .bind(&abandoned_before)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        // Concurrent first claims of one key: one inserts, the others find its row (locked
+        // until the first commits, on PostgreSQL) and answer 409.
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at, claimed_at)
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (project_id, key) DO NOTHING",
+        )
+        .bind(&scope.project_id)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(timestamp(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        if inserted.rows_affected() == 1 {
+            tx.commit().await.map_err(internal)?;
+            return Ok(IdempotencyClaim::Proceed);
+        }
+        let row = sqlx::query(self.db.pick(
+            "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
+             WHERE project_id = $1 AND key = $2",
+            "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
+             WHERE project_id = $1 AND key = $2 FOR UPDATE",
+        ))
+        .bind(&scope.project_id)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(internal)?;
+        if row.get::<String, _>("fingerprint") != fingerprint {
+            return Err(ApiError::unprocessable(
+                "Idempotency-Key",
+                "this Idempotency-Key was used with another request; use a new key for a new request",
+            ));
+        }
+        let claim = match row.get::<Option<i64>, _>("status") {
+            None if row
+                .get::<Option<String>, _>("claimed_at")
+                .is_some_and(|at| at >= abandoned_before) =>
+            {
+                return Err(ApiError::conflict(
+                    "the first request with this Idempotency-Key is still running; retry later",
+                ));
+            }
+            None => {
+                // Abandoned after its write landed: claim it again; the create finds the
+                // record it made.
+                sqlx::query(
+                    "UPDATE idempotency_keys SET claimed_at = $1 WHERE project_id = $2 AND key = $3",
+                )
+                .bind(timestamp(now))
+                .bind(&scope.project_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+                IdempotencyClaim::Proceed
+            }
+            Some(status) => IdempotencyClaim::Replay(StoredResponse {
+                status: u16::try_from(status).unwrap_or(200),
+                headers: serde_json::from_str(
+                    row.get::<Option<String>, _>("headers")
+                        .as_deref()
+                        .unwrap_or("[]"),
+                )
+                .unwrap_or_default(),
+                body: row.get::<Option<Vec<u8>>, _>("body").unwrap_or_default(),
+            }),
+        };
+        tx.commit().await.map_err(internal)?;
+        Ok(claim)
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        scope: &AccountScope,
+        key: &str,
+        response: &StoredResponse,
+    ) -> ServiceResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $1, headers = $2, body = $3
+             WHERE project_id = $4 AND key = $5",
+        )
+        .bind(i64::from(response.status))
+        .bind(serde_json::to_string(&response.headers).unwrap_or_default())
+        .bind(response.body.clone())
+        .bind(&scope.project_id)
+        .bind(key)
+        .execute(self.db.pool())
+        .await
+        .map_err(internal)?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, scope: &AccountScope, key: &str) -> ServiceResult<()> {
+        // A key whose write landed stays, given up at once, so that a retry finds the
+        // record; any other unfinished claim goes.
+        let mut tx = self.db.begin_write().await.map_err(internal)?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys
+             WHERE project_id = $1 AND key = $2 AND status IS NULL AND record_id IS NULL",
+        )
+        .bind(&scope.project_id)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET claimed_at = NULL
+             WHERE project_id = $1 AND key = $2 AND status IS NULL",
+        )
+        .bind(&scope.project_id)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(())
+    }
+}

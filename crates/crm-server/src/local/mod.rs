@@ -1,0 +1,675 @@
+//! The built-in `local` provider: the records of a linked account live in this server's
+//! own database (SQLite or PostgreSQL), and `remote_id` equals `id`.
+//!
+//! Every record kind is stored the same way (one row in `records`, its unified JSON in
+//! `body`), so create, update, read, page and delete are written once, generic over
+//! [`Resource`]; the rules they apply are [`crate::rules`]. Every write is one transaction
+//! that lands whole or not at all. Every query names the linked account it reads.
+
+mod lists;
+mod paging;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use crm_api::ApiError;
+use crm_api::models::{
+    Account, Contact, CrmCreateAccountRequestDto, CrmCreateContactRequestDto,
+    CrmCreateCustomFieldDefinitionRequestDto, CrmCreateListRequestDto, CustomFieldDefinition,
+    JsonObject, List, UnifiedCustomFields,
+};
+use crm_api::service::{
+    AccountScope, CrmProvider, Page, PageRequest, ReadRequest, RecordStream, Served,
+    ServiceResult, Write,
+};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::clock::Clock;
+use crate::custom_fields;
+use crate::db::{Database, timestamp};
+use crate::rules::{self, Resource, parse_body, present, typed};
+use crate::tenancy::internal;
+
+pub use lists::MAX_ITEMS_PER_CALL;
+pub use paging::{EXPORT_BATCH, Order, Position};
+
+/// The provider name of linked accounts served by this module.
+pub const PROVIDER: &str = "local";
+
+/// Where an update finds its record.
+#[derive(Debug, Clone, Copy)]
+enum Locator<'a> {
+    Id(&'a str),
+    ExternalId(&'a str),
+}
+
+/// A unique index refused the write: another record already has the external id.
+fn conflict_or_internal(e: sqlx::Error) -> ApiError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return ApiError::conflict(
+            "another record of this linked account already has this external_id",
+        )
+        .with("field", "external_id");
+    }
+    internal(e)
+}
+
+/// The CRM provider over this server's own database.
+#[derive(Clone)]
+pub struct LocalProvider {
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+impl LocalProvider {
+    pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    /// Checks a record's `custom_fields` against the definitions of its linked account.
+    async fn resolve_custom_fields(
+        tx: &mut sqlx::AnyConnection,
+        scope: &AccountScope,
+        record: &mut JsonObject,
+    ) -> ServiceResult<()> {
+        let Some(entries) = record
+            .get("custom_fields")
+            .and_then(Value::as_array)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let rows =
+            sqlx::query("SELECT body FROM records WHERE linked_account_id = $1 AND kind = $2")
+                .bind(&scope.account_id)
+                .bind(CustomFieldDefinition::KIND)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(internal)?;
+        let definitions = rows
+            .into_iter()
+            .map(|r| typed::<CustomFieldDefinition>(&parse_body(r.get("body"))?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let resolved = custom_fields::resolve(&entries, &definitions)?;
+        record.insert("custom_fields".into(), Value::Array(resolved));
+        Ok(())
+    }
+
+    /// The record an earlier run of this create already made under `key`, when that run
+    /// wrote it but never recorded its answer (the server stopped in between).
+    async fn landed_create<R: Resource>(
+        tx: &mut sqlx::AnyConnection,
+        scope: &AccountScope,
+        key: &str,
+    ) -> ServiceResult<Option<JsonObject>> {
+        let landed: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT record_id FROM idempotency_keys WHERE project_id = $1 AND key = $2",
+        )
+        .bind(&scope.project_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?;
+        let Some(id) = landed.flatten() else {
+            return Ok(None);
+        };
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
+        )
+        .bind(&scope.account_id)
+        .bind(R::KIND)
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?;
+        match body {
+            Some(body) => parse_body(&body).map(Some),
+            None => Err(ApiError::conflict(format!(
+                "the first request with this Idempotency-Key created {} {id}, which has since been \
+                 deleted; use a new key to create another",
+                R::NOUN
+            ))),
+        }
+    }
+
+    async fn create<R: Resource, D>(
+        &self,
+        scope: &AccountScope,
+        write: Write<D>,
+    ) -> ServiceResult<Served<R>> {
+        let now = self.clock.now();
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut record = rules::new_record::<R>(&write.sent, &id, now)?;
+        let mut tx = self.db.begin_write().await.map_err(internal)?;
+        if let Some(key) = &write.idempotency_key
+            && let Some(stored) = Self::landed_create::<R>(&mut tx, scope, key).await?
+        {
+            tx.commit().await.map_err(internal)?;
+            let raw = raw::read(R::KIND, &stored, &JsonObject::new());
+            let data = self.present(scope, stored).await?;
+            return Ok(Served {
+                data,
+                raw: vec![raw],
+            });
+        }
+        if R::CUSTOM_FIELDS {
+            Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
+        }
+        let data: R = typed(&record)?;
+        let stored = rules::to_object(&data)?;
+        let passthrough = write
+            .sent
+            .get("passthrough")
+            .filter(|p| !p.is_null())
+            .map(Value::to_string);
+        let position = self.db.next_position(&mut tx).await.map_err(internal)?;
+        sqlx::query(
+            "INSERT INTO records (linked_account_id, kind, id, body, passthrough, created_at, updated_at, external_id, created_pos, updated_pos)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $8)",
+        )
+        .bind(&scope.account_id)
+        .bind(R::KIND)
+        .bind(&id)
+        .bind(Value::Object(stored.clone()).to_string())
+        .bind(passthrough)
+        .bind(timestamp(now))
+        .bind(rules::external_id(&stored))
+        .bind(position)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict_or_internal)?;
+        if let Some(key) = &write.idempotency_key {
+            sqlx::query(
+                "UPDATE idempotency_keys SET record_id = $1 WHERE project_id = $2 AND key = $3",
+            )
+            .bind(&id)
+            .bind(&scope.project_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        }
+        tx.commit().await.map_err(internal)?;
+        let raw = raw::create(R::KIND, &write.sent, &stored);
+        let data = self.present(scope, stored).await?;
+        Ok(Served {
+            data,
+            raw: vec![raw],
+        })
+    }
+
+    async fn update<R: Resource, D>(
+        &self,
+        scope: &AccountScope,
+        at: Locator<'_>,
+        write: Write<D>,
+    ) -> ServiceResult<Served<(i64, R)>> {
+        let now = self.clock.now();
+        let mut tx = self.db.begin_write().await.map_err(internal)?;
+        let (column, value, sql) = match at {
+            Locator::Id(id) => (
+                "id",
+                id,
+                self.db.pick(
+                    "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
+                    "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3 FOR UPDATE",
+                ),
+            ),
+            Locator::ExternalId(external) => (
+                "external_id",
+                external,
+                self.db.pick(
+                    "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND external_id = $3",
+                    "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND external_id = $3 FOR UPDATE",
+                ),
+            ),
+        };
+        let row = sqlx::query(sql)
+            .bind(&scope.account_id)
+            .bind(R::KIND)
+            .bind(value)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("{} with {column} {value} not found", R::NOUN))
+            })?;
+        let seq: i64 = row.get("seq");
+        let mut record = parse_body(row.get("body"))?;
+        let type_before = rules::type_of(&record);
+        rules::apply_update::<R>(&mut record, &write.sent, write.if_match.as_deref(), now)?;
+        if R::TYPE_FIXED_BY_ITEMS
+            && rules::type_of(&record) != type_before
+            && lists::count_items(&mut tx, scope, seq).await? > 0
+        {
+            return Err(ApiError::conflict(format!(
+                "a {} that has items cannot change its type",
+                R::NOUN
+            )));
+        }
+        if R::CUSTOM_FIELDS {
+            Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
+        }
+        let data: R = typed(&record)?;
+        let stored = rules::to_object(&data)?;
+        let passthrough = match write.sent.get("passthrough") {
+            Some(Value::Null) => None,
+            Some(p) => Some(p.to_string()),
+            None => row.get::<Option<String>, _>("passthrough"),
+        };
+        let position = self.db.next_position(&mut tx).await.map_err(internal)?;
+        sqlx::query(
+            "UPDATE records SET body = $1, passthrough = $2, updated_at = $3, external_id = $4, updated_pos = $5
+             WHERE linked_account_id = $6 AND seq = $7",
+        )
+        .bind(Value::Object(stored.clone()).to_string())
+        .bind(passthrough)
+        .bind(timestamp(now))
+        .bind(rules::external_id(&stored))
+        .bind(position)
+        .bind(&scope.account_id)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict_or_internal)?;
+        tx.commit().await.map_err(internal)?;
+        let raw = raw::update(R::KIND, &write.sent, &stored);
+        let data = self.present(scope, stored).await?;
+        Ok(Served {
+            data: (seq, data),
+            raw: vec![raw],
+        })
+    }
+
+    /// Turns a stored record into its unified form: for contacts, `unified_custom_fields`
+    /// from the project's mapping.
+    async fn present<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        record: JsonObject,
+    ) -> ServiceResult<R> {
+        let mapping = self.mapping_for::<R>(scope).await?;
+        present(record, &mapping)
+    }
+
+    async fn mapping_for<R: Resource>(
+        &self,
+        scope: &AccountScope,
+    ) -> ServiceResult<BTreeMap<String, String>> {
+        if R::CUSTOM_FIELDS {
+            self.mapping(scope).await
+        } else {
+            Ok(BTreeMap::new())
+        }
+    }
+
+    /// The project's unified custom field mapping for contacts.
+    async fn mapping(&self, scope: &AccountScope) -> ServiceResult<BTreeMap<String, String>> {
+        let mappings: Option<String> = sqlx::query_scalar(
+            "SELECT mappings FROM unified_custom_fields WHERE project_id = $1 AND kind = $2",
+        )
+        .bind(&scope.project_id)
+        .bind(Contact::KIND)
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(internal)?;
+        match mappings {
+            Some(m) => serde_json::from_str(&m)
+                .map_err(|e| ApiError::internal(format!("a stored mapping is corrupt: {e}"))),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    async fn get<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<(i64, R)>> {
+        let row = sqlx::query(
+            "SELECT seq, body FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
+        )
+        .bind(&scope.account_id)
+        .bind(R::KIND)
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| rules::not_found::<R>(id))?;
+        let record = parse_body(row.get("body"))?;
+        let raw = raw::read(R::KIND, &record, &read.proxy);
+        let data: R = self.present(scope, record).await?;
+        Ok(Served {
+            data: (row.get("seq"), data),
+            raw: vec![raw],
+        })
+    }
+
+    async fn page<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        request: &PageRequest,
+    ) -> ServiceResult<Page<(i64, R)>> {
+        let page = paging::read_page(&self.db, scope, R::KIND, request).await?;
+        let mapping = self.mapping_for::<R>(scope).await?;
+        let mut data = Vec::with_capacity(page.rows.len());
+        let mut bodies = Vec::with_capacity(page.rows.len());
+        for (seq, record) in page.rows {
+            data.push((seq, present(record.clone(), &mapping)?));
+            bodies.push(Value::Object(record));
+        }
+        Ok(Page {
+            data,
+            next: page.next,
+            raw: vec![raw::page(R::KIND, request, &page.from, bodies)],
+        })
+    }
+
+    async fn delete<R: Resource>(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
+        let mut tx = self.db.begin_write().await.map_err(internal)?;
+        let deleted = sqlx::query(
+            "DELETE FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
+        )
+        .bind(&scope.account_id)
+        .bind(R::KIND)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        if deleted.rows_affected() == 0 {
+            return Err(rules::not_found::<R>(id));
+        }
+        // A deleted record leaves every list of its linked account.
+        lists::forget_item(&mut tx, scope, id).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(())
+    }
+}
+
+fn strip_seq<T>(served: Served<(i64, T)>) -> Served<T> {
+    Served {
+        data: served.data.1,
+        raw: served.raw,
+    }
+}
+
+fn strip_seqs<T>(page: Page<(i64, T)>) -> Page<T> {
+    Page {
+        data: page.data.into_iter().map(|(_, d)| d).collect(),
+        next: page.next,
+        raw: page.raw,
+    }
+}
+
+#[async_trait]
+impl CrmProvider for LocalProvider {
+    async fn list_contacts(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<Contact>> {
+        self.page(scope, page).await.map(strip_seqs)
+    }
+
+    async fn get_contact(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<Contact>> {
+        self.get(scope, id, read).await.map(strip_seq)
+    }
+
+    async fn create_contact(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Contact>> {
+        self.create(scope, write).await
+    }
+
+    async fn update_contact(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Contact>> {
+        self.update(scope, Locator::Id(id), write)
+            .await
+            .map(strip_seq)
+    }
+
+    async fn delete_contact(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
+        self.delete::<Contact>(scope, id).await
+    }
+
+    async fn update_contact_by_external_id(
+        &self,
+        scope: &AccountScope,
+        external_id: &str,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Contact>> {
+        self.update(scope, Locator::ExternalId(external_id), write)
+            .await
+            .map(strip_seq)
+    }
+
+    async fn export_contacts(
+        &self,
+        scope: &AccountScope,
+        updated_after: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> ServiceResult<RecordStream<Contact>> {
+        let mapping = self.mapping(scope).await?;
+        let reader = paging::BatchReader::new(
+            self.db.clone(),
+            scope.account_id.clone(),
+            Contact::KIND,
+            updated_after,
+        );
+        let stream =
+            futures::stream::try_unfold((reader, mapping), |(mut reader, mapping)| async move {
+                match reader.next().await? {
+                    Some(record) => {
+                        let contact: Contact = present(record, &mapping)?;
+                        Ok(Some((contact, (reader, mapping))))
+                    }
+                    None => Ok(None),
+                }
+            });
+        Ok(Box::pin(stream))
+    }
+
+    async fn get_contact_unified_custom_fields(
+        &self,
+        scope: &AccountScope,
+    ) -> ServiceResult<UnifiedCustomFields> {
+        Ok(UnifiedCustomFields {
+            mappings: self.mapping(scope).await?,
+        })
+    }
+
+    async fn set_contact_unified_custom_fields(
+        &self,
+        scope: &AccountScope,
+        mapping: UnifiedCustomFields,
+    ) -> ServiceResult<UnifiedCustomFields> {
+        for (unified, definition) in &mapping.mappings {
+            if unified.trim().is_empty() || definition.trim().is_empty() {
+                return Err(ApiError::unprocessable(
+                    "mappings",
+                    "unified names and definition names must not be empty",
+                ));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO unified_custom_fields (project_id, kind, mappings) VALUES ($1, $2, $3)
+             ON CONFLICT (project_id, kind) DO UPDATE SET mappings = excluded.mappings",
+        )
+        .bind(&scope.project_id)
+        .bind(Contact::KIND)
+        .bind(serde_json::to_string(&mapping.mappings).unwrap_or_default())
+        .execute(self.db.pool())
+        .await
+        .map_err(internal)?;
+        Ok(mapping)
+    }
+
+    async fn list_accounts(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<Account>> {
+        self.page(scope, page).await.map(strip_seqs)
+    }
+
+    async fn get_account(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<Account>> {
+        self.get(scope, id, read).await.map(strip_seq)
+    }
+
+    async fn create_account(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateAccountRequestDto>,
+    ) -> ServiceResult<Served<Account>> {
+        self.create(scope, write).await
+    }
+
+    async fn update_account(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateAccountRequestDto>,
+    ) -> ServiceResult<Served<Account>> {
+        self.update(scope, Locator::Id(id), write)
+            .await
+            .map(strip_seq)
+    }
+
+    async fn delete_account(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
+        self.delete::<Account>(scope, id).await
+    }
+
+    async fn list_lists(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<List>> {
+        let lists = self.page::<List>(scope, page).await?;
+        let mut data = Vec::with_capacity(lists.data.len());
+        for (seq, mut list) in lists.data {
+            list.items = Some(lists::items(self.db.pool(), scope, seq).await?);
+            data.push(list);
+        }
+        Ok(Page {
+            data,
+            next: lists.next,
+            raw: lists.raw,
+        })
+    }
+
+    async fn get_list(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<List>> {
+        let served = self.get::<List>(scope, id, read).await?;
+        let (seq, mut list) = served.data;
+        list.items = Some(lists::items(self.db.pool(), scope, seq).await?);
+        Ok(Served {
+            data: list,
+            raw: served.raw,
+        })
+    }
+
+    async fn create_list(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateListRequestDto>,
+    ) -> ServiceResult<Served<List>> {
+        let mut served: Served<List> = self.create(scope, write).await?;
+        served.data.items = Some(Vec::new());
+        Ok(served)
+    }
+
+    async fn update_list(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateListRequestDto>,
+    ) -> ServiceResult<Served<List>> {
+        let served = self
+            .update::<List, _>(scope, Locator::Id(id), write)
+            .await?;
+        let (seq, mut data) = served.data;
+        data.items = Some(lists::items(self.db.pool(), scope, seq).await?);
+        Ok(Served {
+            data,
+            raw: served.raw,
+        })
+    }
+
+    async fn add_list_items(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        item_ids: &[String],
+    ) -> ServiceResult<Served<List>> {
+        lists::add_items(&self.db, self.clock.now(), scope, id, item_ids).await
+    }
+
+    async fn remove_list_item(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        item_id: &str,
+    ) -> ServiceResult<Served<List>> {
+        lists::remove_item(&self.db, self.clock.now(), scope, id, item_id).await
+    }
+
+    async fn list_contact_custom_field_definitions(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<CustomFieldDefinition>> {
+        self.page(scope, page).await.map(strip_seqs)
+    }
+
+    async fn get_contact_custom_field_definition(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<CustomFieldDefinition>> {
+        self.get(scope, id, read).await.map(strip_seq)
+    }
+
+    async fn create_contact_custom_field_definition(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
+    ) -> ServiceResult<Served<CustomFieldDefinition>> {
+        self.create(scope, write).await
+    }
+
+    async fn update_contact_custom_field_definition(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
+    ) -> ServiceResult<Served<CustomFieldDefinition>> {
+        self.update(scope, Locator::Id(id), write)
+            .await
+            .map(strip_seq)
+    }
+}

@@ -1,0 +1,316 @@
+//! Paging the local provider's records: the position it puts inside the cursor envelope,
+//! the page queries of both orders, and the batched export reader.
+//!
+//! **The guarantee.** A plain listing is in creation order; an incremental one
+//! (`filter[updated_after]`) is in the order of last writes. A page serves only positions
+//! below the reader's horizon, which no write still running can fall under (see
+//! [`crate::db::Database::next_position`]). So, paging with one filter from start to end:
+//! every record that matched when paging started and was not written during it is served
+//! exactly once, and a record written during it is served at least once (an update moves
+//! the record to the end of an incremental listing, where it is served again).
+//!
+//! An incremental listing starts at the first position holding a record updated after the
+//! filter's time, found through the `records_updated_at` index, and walks the
+//! `records_updated` index from there, so its cost follows the records it serves, not the
+//! size of the account.
+
+use crm_api::cursor;
+use crm_api::models::JsonObject;
+use crm_api::service::{AccountScope, PageRequest, ServiceResult};
+use sqlx::Row;
+
+use crate::db::{Database, timestamp};
+use crate::rules::parse_body;
+use crate::tenancy::internal;
+
+/// How long a page waits for writes still running below its positions to finish, before
+/// it serves the records before them and leaves the rest to the next page.
+const HORIZON_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How many records an export reads at a time; the most it holds in memory.
+pub const EXPORT_BATCH: i64 = 500;
+
+/// Which position a listing is ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// `created_pos`: the plain listing.
+    Created,
+    /// `updated_pos`: the incremental listing.
+    Updated,
+}
+
+/// Where a page starts: after the record at (`pos`, `seq`) in `order`. This is what the
+/// local provider puts inside the cursor envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub order: Order,
+    pub pos: i64,
+    pub seq: i64,
+}
+
+impl Position {
+    /// The `next` cursor for this position, in the envelope.
+    pub fn cursor(self) -> String {
+        cursor::encode(super::PROVIDER, &self.encode())
+    }
+
+    /// Reads a `next` cursor this provider issued; anything else is 400.
+    pub fn from_cursor(token: &str) -> Result<Position, crm_api::ApiError> {
+        Position::parse(&cursor::decode(token, super::PROVIDER)?).ok_or_else(cursor::invalid)
+    }
+
+    fn encode(self) -> String {
+        let order = match self.order {
+            Order::Created => 'c',
+            Order::Updated => 'u',
+        };
+        format!("{order}:{}:{}", self.pos, self.seq)
+    }
+
+    /// Reads a position this provider wrote; one spelling per position, so `+5` or `05`,
+    /// never written, are refused.
+    fn parse(text: &str) -> Option<Position> {
+        let mut parts = text.split(':');
+        let order = match parts.next()? {
+            "c" => Order::Created,
+            "u" => Order::Updated,
+            _ => return None,
+        };
+        let number = |s: &str| s.parse::<i64>().ok().filter(|n| n.to_string() == s);
+        let pos = number(parts.next()?)?;
+        let seq = number(parts.next()?)?;
+        parts.next().is_none().then_some(Position { order, pos, seq })
+    }
+}
+
+/// One page of rows, and the cursor after it.
+pub struct PageRows {
+    pub rows: Vec<(i64, JsonObject)>,
+    pub next: Option<String>,
+    /// The position the page started after, for `raw`.
+    pub from: String,
+}
+
+/// Reads one page of records of `kind`.
+pub async fn read_page(
+    db: &Database,
+    scope: &AccountScope,
+    kind: &str,
+    request: &PageRequest,
+) -> ServiceResult<PageRows> {
+    let order = if request.updated_after.is_some() {
+        Order::Updated
+    } else {
+        Order::Created
+    };
+    let updated_after = request.updated_after.map(timestamp);
+    let start = match &request.cursor {
+        Some(token) => Some(Position::from_cursor(token)?)
+            .filter(|p| p.order == order)
+            .ok_or_else(cursor::invalid)?,
+        None => match order {
+            Order::Created => Position {
+                order,
+                pos: i64::MIN,
+                seq: i64::MIN,
+            },
+            Order::Updated => {
+                let found = incremental_start(db, scope, kind, updated_after.as_deref()).await?;
+                let Some(pos) = found else {
+                    return Ok(PageRows {
+                        rows: Vec::new(),
+                        next: None,
+                        from: "none".into(),
+                    });
+                };
+                Position {
+                    order,
+                    pos: pos.saturating_sub(1),
+                    seq: i64::MAX,
+                }
+            }
+        },
+    };
+    let sql = match order {
+        Order::Created => db.pick(
+            "SELECT seq, created_pos AS pos, body, 9223372036854775807 AS horizon FROM records
+             WHERE linked_account_id = $1 AND kind = $2 AND (created_pos, seq) > ($3, $4)
+             ORDER BY created_pos, seq LIMIT $5",
+            "SELECT seq, created_pos AS pos, body,
+                    pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon FROM records
+             WHERE linked_account_id = $1 AND kind = $2 AND (created_pos, seq) > ($3, $4)
+             ORDER BY created_pos, seq LIMIT $5",
+        ),
+        Order::Updated => db.pick(
+            "SELECT seq, updated_pos AS pos, body, 9223372036854775807 AS horizon FROM records
+             WHERE linked_account_id = $1 AND kind = $2 AND (updated_pos, seq) > ($3, $4)
+               AND updated_at > $6
+             ORDER BY updated_pos, seq LIMIT $5",
+            "SELECT seq, updated_pos AS pos, body,
+                    pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon FROM records
+             WHERE linked_account_id = $1 AND kind = $2 AND (updated_pos, seq) > ($3, $4)
+               AND updated_at > $6
+             ORDER BY updated_pos, seq LIMIT $5",
+        ),
+    };
+    let page_size = request.page_size as usize;
+    // A write still running may land below a position this page would serve. Such writes
+    // are short, so wait a moment for them before serving a shorter page.
+    let patience = std::time::Instant::now() + HORIZON_PATIENCE;
+    let (rows, last, total) = loop {
+        let mut query = sqlx::query(sql)
+            .bind(&scope.account_id)
+            .bind(kind)
+            .bind(start.pos)
+            .bind(start.seq)
+            .bind(i64::from(request.page_size) + 1);
+        if order == Order::Updated {
+            query = query.bind(updated_after.as_deref());
+        }
+        let found = query.fetch_all(db.pool()).await.map_err(internal)?;
+        let total = found.len();
+        let mut rows = Vec::with_capacity(page_size.min(total));
+        let mut last = start;
+        let mut held_back = false;
+        for row in found {
+            let pos: i64 = row.get("pos");
+            let horizon: i64 = row.get("horizon");
+            if rows.len() == page_size {
+                break;
+            }
+            // At or past the horizon, a write still running may have a lower position:
+            // stop here, and serve this row once everything before it has committed.
+            if pos >= horizon {
+                held_back = true;
+                break;
+            }
+            last = Position {
+                order,
+                pos,
+                seq: row.get("seq"),
+            };
+            rows.push((last.seq, parse_body(row.get("body"))?));
+        }
+        if !held_back || std::time::Instant::now() >= patience {
+            break (rows, last, total);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    let next = (total > rows.len()).then(|| last.cursor());
+    Ok(PageRows {
+        rows,
+        next,
+        from: format!("{}:{}", start.pos, start.seq),
+    })
+}
+
+/// The first position an incremental listing must read: the lowest position holding a
+/// record updated after `updated_after`, or the horizon if that is lower (a write still
+/// running may yet land there). `None` when no record matches.
+async fn incremental_start(
+    db: &Database,
+    scope: &AccountScope,
+    kind: &str,
+    updated_after: Option<&str>,
+) -> ServiceResult<Option<i64>> {
+    let sql = db.pick(
+        "SELECT MIN(updated_pos) AS first, 9223372036854775807 AS horizon FROM records
+         WHERE linked_account_id = $1 AND kind = $2 AND updated_at > $3",
+        "SELECT MIN(updated_pos) AS first,
+                pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon FROM records
+         WHERE linked_account_id = $1 AND kind = $2 AND updated_at > $3",
+    );
+    let row = sqlx::query(sql)
+        .bind(&scope.account_id)
+        .bind(kind)
+        .bind(updated_after)
+        .fetch_one(db.pool())
+        .await
+        .map_err(internal)?;
+    let first: Option<i64> = row.get("first");
+    let horizon: i64 = row.get("horizon");
+    Ok(first.map(|f| f.min(horizon)))
+}
+
+/// Reads every record of a kind of a linked account in creation order, in batches of
+/// [`EXPORT_BATCH`], on one pooled connection held for the whole export (so one cache
+/// warms, not one per connection). It serves what has committed as it reads.
+pub struct BatchReader {
+    db: Database,
+    connection: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    account_id: String,
+    kind: &'static str,
+    updated_after: Option<String>,
+    after: (i64, i64),
+    buffered: std::collections::VecDeque<JsonObject>,
+    done: bool,
+}
+
+impl BatchReader {
+    pub fn new(
+        db: Database,
+        account_id: String,
+        kind: &'static str,
+        updated_after: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Self {
+        BatchReader {
+            db,
+            connection: None,
+            account_id,
+            kind,
+            updated_after: updated_after.map(timestamp),
+            after: (i64::MIN, i64::MIN),
+            buffered: std::collections::VecDeque::new(),
+            done: false,
+        }
+    }
+
+    pub async fn next(&mut self) -> ServiceResult<Option<JsonObject>> {
+        if self.buffered.is_empty() && !self.done {
+            if self.connection.is_none() {
+                self.connection = Some(self.db.pool().acquire().await.map_err(internal)?);
+            }
+            let connection = self.connection.as_mut().expect("acquired above");
+            let rows = sqlx::query(
+                "SELECT seq, created_pos, body FROM records
+                 WHERE linked_account_id = $1 AND kind = $2 AND (created_pos, seq) > ($3, $4)
+                   AND ($5 IS NULL OR updated_at > $5)
+                 ORDER BY created_pos, seq LIMIT $6",
+            )
+            .bind(&self.account_id)
+            .bind(self.kind)
+            .bind(self.after.0)
+            .bind(self.after.1)
+            .bind(self.updated_after.as_deref())
+            .bind(EXPORT_BATCH)
+            .fetch_all(&mut **connection)
+            .await
+            .map_err(internal)?;
+            self.done = (rows.len() as i64) < EXPORT_BATCH;
+            for row in rows {
+                self.after = (row.get("created_pos"), row.get("seq"));
+                self.buffered.push_back(parse_body(row.get("body"))?);
+            }
+            if self.done {
+                // Give the connection back as soon as the last batch is read.
+                self.connection = None;
+            }
+        }
+        Ok(self.buffered.pop_front())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_have_one_spelling() {
+        for text in ["c:1:2", "u:-5:9223372036854775807", "c:-9223372036854775808:0"] {
+            assert_eq!(Position::parse(text).unwrap().encode(), text);
+        }
+        for bad in ["", "c", "c:1", "x:1:2", "c:01:2", "c:+1:2", "c:1:2:3", "c:1: 2"] {
+            assert_eq!(Position::parse(bad), None, "{bad}");
+        }
+    }
+}
