@@ -191,6 +191,18 @@ impl Database {
             database: url.to_string(),
             source,
         })?;
+        match db.durability_problems().await {
+            Ok(problems) => {
+                for problem in problems {
+                    tracing::warn!(
+                        database = %url,
+                        problem,
+                        "acknowledged writes may be lost in a crash of the machine"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the durability settings"),
+        }
         Ok(db)
     }
 
@@ -271,6 +283,23 @@ impl Database {
         }
     }
 
+    /// Holds a lock that one process at a time may hold across every replica, until the
+    /// returned guard is released: on PostgreSQL a session advisory lock (released also
+    /// when the process dies), on SQLite nothing (its writers are serialised already).
+    pub async fn exclusive(&self, name: &str) -> Result<Exclusive, sqlx::Error> {
+        if self.kind == StoreKind::Sqlite {
+            return Ok(Exclusive { conn: None });
+        }
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtext($1))::text")
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Exclusive {
+            conn: Some((conn, name.to_owned())),
+        })
+    }
+
     /// The spelling of a statement for this store.
     pub fn pick(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
         match self.kind {
@@ -296,6 +325,80 @@ impl Database {
             "SELECT pg_current_xact_id()::text::bigint",
         );
         sqlx::query_scalar(sql).fetch_one(tx).await
+    }
+}
+
+impl Database {
+    /// What in the live settings of this database would let an acknowledged write be lost
+    /// in a crash of the machine: empty when every commit is on disk before it is answered.
+    /// Read on a connection of the pool, so it sees what the server's own sessions run with.
+    pub async fn durability_problems(&self) -> Result<Vec<String>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        durability_problems(&mut conn, self.kind).await
+    }
+}
+
+/// [`Database::durability_problems`] on one connection.
+pub async fn durability_problems(
+    conn: &mut sqlx::AnyConnection,
+    kind: StoreKind,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut problems = Vec::new();
+    match kind {
+        StoreKind::Sqlite => {
+            // 2 is FULL, 3 is EXTRA; both sync the WAL on every commit.
+            let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await?;
+            if synchronous < 2 {
+                problems.push(format!("synchronous is {synchronous}, not FULL (2)"));
+            }
+            let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut *conn)
+                .await?;
+            if journal != "wal" {
+                problems.push(format!("journal_mode is {journal}, not wal"));
+            }
+        }
+        StoreKind::Postgres => {
+            for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+                let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT current_setting('{setting}')"
+                )))
+                .fetch_one(&mut *conn)
+                .await?;
+                if value != "on" {
+                    problems.push(format!("{setting} is {value}, not on"));
+                }
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// A lock taken with [`Database::exclusive`].
+pub struct Exclusive {
+    conn: Option<(sqlx::pool::PoolConnection<sqlx::Any>, String)>,
+}
+
+impl Exclusive {
+    pub async fn release(mut self) -> Result<(), sqlx::Error> {
+        if let Some((mut conn, name)) = self.conn.take() {
+            sqlx::query("SELECT pg_advisory_unlock(hashtext($1))::text")
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        // Not released: close the session, which releases the lock with it.
+        if let Some((mut conn, _)) = self.conn.take() {
+            conn.close_on_drop();
+        }
     }
 }
 

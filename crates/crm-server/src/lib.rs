@@ -71,20 +71,28 @@ pub struct Bootstrap {
 }
 
 /// On a database with no project, creates a project, an API key and a linked account.
+/// Replicas started at once on an empty database bootstrap it once: the check and the
+/// creation run under a lock that spans processes.
 pub async fn bootstrap_if_empty(
     tenancy: &Tenancy,
 ) -> Result<Option<Bootstrap>, tenancy::TenancyError> {
-    if !tenancy.list_projects().await?.is_empty() {
-        return Ok(None);
+    let lock = tenancy.db().exclusive("crm-bootstrap").await?;
+    let first = async {
+        if !tenancy.list_projects().await?.is_empty() {
+            return Ok(None);
+        }
+        let project = tenancy.create_project("default").await?;
+        let key = tenancy.create_key(&project.id).await?;
+        let account = tenancy
+            .create_linked_account(&project.id, tenancy::LOCAL_PROVIDER, "local")
+            .await?;
+        Ok(Some(Bootstrap {
+            project,
+            key: key.key,
+            account,
+        }))
     }
-    let project = tenancy.create_project("default").await?;
-    let key = tenancy.create_key(&project.id).await?;
-    let account = tenancy
-        .create_linked_account(&project.id, tenancy::LOCAL_PROVIDER, "local")
-        .await?;
-    Ok(Some(Bootstrap {
-        project,
-        key: key.key,
-        account,
-    }))
+    .await;
+    lock.release().await?;
+    first
 }

@@ -94,6 +94,10 @@ impl Tenancy {
         Self { db, clock }
     }
 
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
     fn now(&self) -> String {
         timestamp(self.clock.now())
     }
