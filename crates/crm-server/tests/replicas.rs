@@ -357,3 +357,246 @@ async fn replicas_answer_503_while_postgresql_is_down_and_recover_by_themselves(
         assert!(!logs.contains(cluster.password()), "a log line holds the password");
     }
 }
+
+/// Pages through a listing, a page from each replica in turn, calling `during` before each
+/// page; returns how often each id was served.
+async fn page_through(
+    replicas: &Replicas,
+    filter: &str,
+    mut during: impl AsyncFnMut(usize),
+) -> std::collections::HashMap<String, usize> {
+    let mut served = std::collections::HashMap::new();
+    let mut next: Option<String> = None;
+    for page in 0.. {
+        during(page).await;
+        let mut path = format!("/unified/crm/contacts?page_size=5{filter}");
+        if let Some(cursor) = &next {
+            path.push_str(&format!("&next={cursor}"));
+        }
+        let body: Value = replicas
+            .request(reqwest::Method::GET, page, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for record in body["data"].as_array().unwrap() {
+            *served
+                .entry(record["id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+        next = body["next"].as_str().map(str::to_owned);
+        if next.is_none() {
+            return served;
+        }
+        assert!(page < 200, "the listing never ended");
+    }
+    unreachable!()
+}
+
+/// The paging guarantee on PostgreSQL, where commit order differs from the order of
+/// transaction ids: a writer holds its transaction open while later writes commit, and
+/// the listing, paged across replicas, still serves every record that existed once and
+/// every record written meanwhile at least once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_sees_every_record_while_a_slow_writer_commits_late() {
+    let cluster = crm_testkit::PgCluster::shared();
+    let database = cluster.create_database().await;
+    let replicas = Replicas::start(database.clone(), 2).await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let mut before = Vec::new();
+    for i in 0..30 {
+        let contact = replicas.create_contact(i, &format!("Before {i}")).await;
+        before.push(contact["id"].as_str().unwrap().to_owned());
+    }
+    let db = crm_server::Database::connect(
+        &database.parse().unwrap(),
+        crm_server::PoolSettings::default(),
+    )
+    .await
+    .unwrap();
+    let filters = [
+        String::new(),
+        format!(
+            "&filter[updated_after]={}",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B")
+        ),
+    ];
+    for (round, filter) in filters.iter().enumerate() {
+        let held_id = format!("held-{round}");
+        let mut held: Option<sqlx::Transaction<'static, sqlx::Any>> = None;
+        let mut written = vec![held_id.clone()];
+        let mut updated = Vec::new();
+        let served = page_through(&replicas, filter, async |page| match page {
+            1 => {
+                // The slow writer: its transaction id comes before the writes below.
+                let mut tx = db.pool().begin().await.unwrap();
+                sqlx::query(
+                    "INSERT INTO records (linked_account_id, kind, id, body, created_at, updated_at, created_pos, updated_pos)
+                     SELECT $1, 'contacts', $2, $3, $4, $4,
+                            pg_current_xact_id()::text::bigint, pg_current_xact_id()::text::bigint",
+                )
+                .bind(&replicas.account)
+                .bind(&held_id)
+                .bind(json!({ "id": held_id, "last_name": "Held" }).to_string())
+                .bind(crm_server::db::timestamp(chrono::Utc::now()))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+                held = Some(tx);
+                // Later writes that commit first: new records, and updates of a record
+                // already served and of one not served yet.
+                for i in 0..3 {
+                    let c = replicas.create_contact(i, &format!("During {round} {i}")).await;
+                    written.push(c["id"].as_str().unwrap().to_owned());
+                }
+                for id in [&before[0], &before[29]] {
+                    let response = replicas
+                        .request(reqwest::Method::PATCH, 1, &format!("/unified/crm/contacts/{id}"))
+                        .json(&json!({ "title": format!("round {round}") }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                    updated.push(id.clone());
+                }
+            }
+            4 => {
+                held.take().unwrap().commit().await.unwrap();
+            }
+            _ => {}
+        })
+        .await;
+        for id in &before {
+            let times = served.get(id).copied().unwrap_or(0);
+            if updated.contains(id) {
+                assert!(times >= 1, "{id}, updated while paging, was never served ({filter})");
+            } else {
+                assert_eq!(times, 1, "{id} served {times} times ({filter})");
+            }
+        }
+        for id in &written {
+            assert!(
+                served.get(id).copied().unwrap_or(0) >= 1,
+                "{id}, written while paging, was never served ({filter})"
+            );
+        }
+        println!(
+            "paging guarantee ({}): {} served, {} written while paging, all seen",
+            if filter.is_empty() { "plain" } else { "incremental" },
+            served.values().sum::<usize>(),
+            written.len() + updated.len()
+        );
+    }
+    db.close().await;
+}
+
+/// The nginx configuration the README shows, run as written with this test's ports: three
+/// replicas behind it serve every request, and each serves some of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_balances_three_replicas() {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nginx is installed (Debian's nginx-light package)");
+    let cluster = crm_testkit::PgCluster::shared();
+    let replicas = Replicas::start(cluster.create_database().await, 3).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut conf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/nginx.conf"))
+        .unwrap();
+    for (i, server) in replicas.servers.iter().enumerate() {
+        let documented = format!("127.0.0.1:808{}", i + 1);
+        assert!(conf.contains(&documented), "the README's config names {documented}");
+        conf = conf.replace(&documented, &server.addr);
+    }
+    conf = conf.replace("listen 127.0.0.1:8080;", &format!("listen 127.0.0.1:{port};"));
+    let prefix = tempfile::tempdir().unwrap();
+    let conf_path = prefix.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let pid = prefix.path().join("nginx.pid");
+    let mut child = std::process::Command::new(nginx)
+        .arg("-p")
+        .arg(prefix.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-e", "stderr", "-g"])
+        .arg(format!("daemon off; pid {};", pid.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nginx starts");
+    // Stopped with SIGTERM, so the master stops its workers: a SIGKILL would orphan them.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("nginx exited with {status}: {err}");
+        }
+        assert!(Instant::now() < deadline, "nginx did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _nginx = Stop(child);
+
+    let base = format!("http://127.0.0.1:{port}");
+    let before: Vec<usize> = replicas.servers.iter().map(answered).collect();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let created: Value = replicas
+            .http
+            .post(format!("{base}/unified/crm/contacts"))
+            .bearer_auth(&replicas.key)
+            .header("x-account-id", &replicas.account)
+            .json(&json!({ "last_name": format!("Balanced {i}") }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["data"]["id"].as_str().unwrap().to_owned();
+        let read = replicas
+            .http
+            .get(format!("{base}/unified/crm/contacts/{id}"))
+            .bearer_auth(&replicas.key)
+            .header("x-account-id", &replicas.account)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200);
+        ids.push(id);
+    }
+    // The request logs arrive a moment after the answers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served: Vec<usize> = replicas
+        .servers
+        .iter()
+        .zip(before)
+        .map(|(s, b)| answered(s) - b)
+        .collect();
+    assert_eq!(served.iter().sum::<usize>(), 60, "{served:?}");
+    assert!(served.iter().all(|n| *n > 0), "a replica served nothing: {served:?}");
+    println!("nginx: 60 requests over 3 replicas: {served:?}");
+}
+
+/// How many requests a replica has answered, from its request log.
+fn answered(server: &ServerProcess) -> usize {
+    server
+        .logs()
+        .iter()
+        .filter(|e| e["fields"]["message"] == "request answered" && e["span"]["route"] != "/readyz")
+        .count()
+}

@@ -34,7 +34,7 @@ use crate::rules::{self, Resource, parse_body, present, typed};
 use crate::tenancy::internal;
 
 pub use lists::MAX_ITEMS_PER_CALL;
-pub use paging::{EXPORT_BATCH, Order, Position};
+pub use paging::{EXPORT_BATCH, Order, Position, incremental_start_query, page_query};
 
 /// The provider name of linked accounts served by this module.
 pub const PROVIDER: &str = "local";

@@ -131,28 +131,7 @@ pub async fn read_page(
             }
         },
     };
-    let sql = match order {
-        Order::Created => db.pick(
-            "SELECT seq, created_pos AS pos, body, 9223372036854775807 AS horizon FROM records
-             WHERE linked_account_id = $1 AND kind = $2 AND (created_pos, seq) > ($3, $4)
-             ORDER BY created_pos, seq LIMIT $5",
-            "SELECT seq, created_pos AS pos, body,
-                    pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon FROM records
-             WHERE linked_account_id = $1 AND kind = $2 AND (created_pos, seq) > ($3, $4)
-             ORDER BY created_pos, seq LIMIT $5",
-        ),
-        Order::Updated => db.pick(
-            "SELECT seq, updated_pos AS pos, body, 9223372036854775807 AS horizon FROM records
-             WHERE linked_account_id = $1 AND kind = $2 AND (updated_pos, seq) > ($3, $4)
-               AND updated_at > $6
-             ORDER BY updated_pos, seq LIMIT $5",
-            "SELECT seq, updated_pos AS pos, body,
-                    pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon FROM records
-             WHERE linked_account_id = $1 AND kind = $2 AND (updated_pos, seq) > ($3, $4)
-               AND updated_at > $6
-             ORDER BY updated_pos, seq LIMIT $5",
-        ),
-    };
+    let sql = page_query(db, order);
     let page_size = request.page_size as usize;
     // A write still running may land below a position this page would serve. Such writes
     // are short, so wait a moment for them before serving a shorter page.
@@ -204,6 +183,45 @@ pub async fn read_page(
     })
 }
 
+/// The page query of `order` on `db`'s store: $1 account, $2 kind, ($3, $4) the position
+/// the page starts after, $5 the rows to read, and for [`Order::Updated`] $6 the filter's
+/// time. Public so that a test can read its plan.
+pub fn page_query(db: &Database, order: Order) -> &'static str {
+    match order {
+        Order::Created => db.pick(
+            "SELECT seq, created_pos AS pos, body, 9223372036854775807 AS horizon FROM records
+             WHERE linked_account_id = $1 AND kind = $2 AND (created_pos, seq) > ($3, $4)
+             ORDER BY created_pos, seq LIMIT $5",
+            "SELECT seq, created_pos AS pos, body,
+                    pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon FROM records
+             WHERE linked_account_id = $1 AND kind = $2 AND (created_pos, seq) > ($3, $4)
+             ORDER BY created_pos, seq LIMIT $5",
+        ),
+        Order::Updated => db.pick(
+            "SELECT seq, updated_pos AS pos, body, 9223372036854775807 AS horizon FROM records
+             WHERE linked_account_id = $1 AND kind = $2 AND (updated_pos, seq) > ($3, $4)
+               AND updated_at > $6
+             ORDER BY updated_pos, seq LIMIT $5",
+            "SELECT seq, updated_pos AS pos, body,
+                    pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon FROM records
+             WHERE linked_account_id = $1 AND kind = $2 AND (updated_pos, seq) > ($3, $4)
+               AND updated_at > $6
+             ORDER BY updated_pos, seq LIMIT $5",
+        ),
+    }
+}
+
+/// The query of [`incremental_start`]: $1 account, $2 kind, $3 the filter's time.
+pub fn incremental_start_query(db: &Database) -> &'static str {
+    db.pick(
+        "SELECT MIN(updated_pos) AS first, 9223372036854775807 AS horizon FROM records
+         WHERE linked_account_id = $1 AND kind = $2 AND updated_at > $3",
+        "SELECT MIN(updated_pos) AS first,
+                pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon FROM records
+         WHERE linked_account_id = $1 AND kind = $2 AND updated_at > $3",
+    )
+}
+
 /// The first position an incremental listing must read: the lowest position holding a
 /// record updated after `updated_after`, or the horizon if that is lower (a write still
 /// running may yet land there). `None` when no record matches.
@@ -213,14 +231,7 @@ async fn incremental_start(
     kind: &str,
     updated_after: Option<&str>,
 ) -> ServiceResult<Option<i64>> {
-    let sql = db.pick(
-        "SELECT MIN(updated_pos) AS first, 9223372036854775807 AS horizon FROM records
-         WHERE linked_account_id = $1 AND kind = $2 AND updated_at > $3",
-        "SELECT MIN(updated_pos) AS first,
-                pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon FROM records
-         WHERE linked_account_id = $1 AND kind = $2 AND updated_at > $3",
-    );
-    let row = sqlx::query(sql)
+    let row = sqlx::query(incremental_start_query(db))
         .bind(&scope.account_id)
         .bind(kind)
         .bind(updated_after)
