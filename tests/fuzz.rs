@@ -88,7 +88,11 @@ fn cursors_decode_only_what_the_server_issued() {
         "cursor round trip",
         (any::<bool>(), any::<i64>(), any::<i64>()),
         |(updated, pos, seq)| {
-            let order = if updated { Order::Updated } else { Order::Created };
+            let order = if updated {
+                Order::Updated
+            } else {
+                Order::Created
+            };
             let position = Position { order, pos, seq };
             prop_assert_eq!(Position::from_cursor(&position.cursor()).unwrap(), position);
             Ok(())
@@ -110,7 +114,11 @@ fn regression_cursors_in_another_spelling_are_refused() {
         "c1:5",
     ] {
         let token = URL_SAFE_NO_PAD.encode(text);
-        assert_eq!(Position::from_cursor(&token).unwrap_err().status, 400, "{text}");
+        assert_eq!(
+            Position::from_cursor(&token).unwrap_err().status,
+            400,
+            "{text}"
+        );
     }
     assert_eq!(
         Position::from_cursor(&URL_SAFE_NO_PAD.encode("v2:local:c:5:7")).unwrap(),

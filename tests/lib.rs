@@ -77,11 +77,7 @@ impl TestServer {
 
     /// Another project with its own key and linked account.
     pub async fn other_tenant(&self) -> Tenant {
-        let project = self
-            .tenancy
-            .create_project("other")
-            .await
-            .expect("project");
+        let project = self.tenancy.create_project("other").await.expect("project");
         let key = self.tenancy.create_key(&project.id).await.expect("key");
         let account = self
             .tenancy

@@ -110,36 +110,44 @@ async fn listings_are_served_from_indexes() {
     let kind = || Bind::Text("contacts".into());
     let since = || Bind::Text("2020-01-01T00:00:00.000000Z".into());
 
-    let start = plan(&server, incremental_start_query(db), &[
-        Bind::Text(server.account_id.clone()),
-        kind(),
-        since(),
-    ])
-    .await;
-    assert_indexed("where an incremental listing starts", &start, &["records_updated_at"]);
-
-    let filtered = plan(&server, page_query(db, Order::Updated), &[
-        Bind::Text(server.account_id.clone()),
-        kind(),
-        Bind::Int(0),
-        Bind::Int(i64::MAX),
-        Bind::Int(101),
-        since(),
-    ])
+    let start = plan(
+        &server,
+        incremental_start_query(db),
+        &[Bind::Text(server.account_id.clone()), kind(), since()],
+    )
     .await;
     assert_indexed(
-        "a filtered page",
-        &filtered,
-        &["records_updated"],
+        "where an incremental listing starts",
+        &start,
+        &["records_updated_at"],
     );
 
-    let deep = plan(&server, page_query(db, Order::Created), &[
-        account,
-        kind(),
-        Bind::Int(0),
-        Bind::Int(ROWS - 100),
-        Bind::Int(101),
-    ])
+    let filtered = plan(
+        &server,
+        page_query(db, Order::Updated),
+        &[
+            Bind::Text(server.account_id.clone()),
+            kind(),
+            Bind::Int(0),
+            Bind::Int(i64::MAX),
+            Bind::Int(101),
+            since(),
+        ],
+    )
+    .await;
+    assert_indexed("a filtered page", &filtered, &["records_updated"]);
+
+    let deep = plan(
+        &server,
+        page_query(db, Order::Created),
+        &[
+            account,
+            kind(),
+            Bind::Int(0),
+            Bind::Int(ROWS - 100),
+            Bind::Int(101),
+        ],
+    )
     .await;
     assert_indexed("a deep page by cursor", &deep, &["records_created"]);
     println!(

@@ -771,9 +771,7 @@ async fn credentials_and_accounts_are_checked() {
         .send()
         .await
         .unwrap();
-    server.tenancy.revoke_key(&other.key_id)
-        .await
-        .unwrap();
+    server.tenancy.revoke_key(&other.key_id).await.unwrap();
     let revoked = failure(
         other_client
             .crm_list_contacts()

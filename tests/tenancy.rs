@@ -334,19 +334,19 @@ async fn tenant(
         None => {
             let p = server.tenancy.create_project(name).await.unwrap();
             let k = server.tenancy.create_key(&p.id).await.unwrap();
-            let a = server.tenancy.create_linked_account(&p.id, "local", name)
+            let a = server
+                .tenancy
+                .create_linked_account(&p.id, "local", name)
                 .await
                 .unwrap();
             (p.id, k.key, a.id)
         }
     };
-    let revoked = server.tenancy.create_key(&project_id)
-        .await
-        .unwrap();
-    server.tenancy.revoke_key(&revoked.info.id)
-        .await
-        .unwrap();
-    let sibling = server.tenancy.create_linked_account(&project_id, "local", "sibling")
+    let revoked = server.tenancy.create_key(&project_id).await.unwrap();
+    server.tenancy.revoke_key(&revoked.info.id).await.unwrap();
+    let sibling = server
+        .tenancy
+        .create_linked_account(&project_id, "local", "sibling")
         .await
         .unwrap();
     let base = server.base_url.as_str();
@@ -693,12 +693,14 @@ async fn the_database_holds_no_key_text() {
     let db = crm_server::Database::open(&url, crm_server::PoolSettings::default())
         .await
         .unwrap();
-    let tenancy = crm_server::Tenancy::new(db.clone(), std::sync::Arc::new(crm_server::SystemClock));
+    let tenancy =
+        crm_server::Tenancy::new(db.clone(), std::sync::Arc::new(crm_server::SystemClock));
     let pool = db.pool().clone();
     let mut secrets = Vec::new();
     for name in ["alpha", "beta", "gamma"] {
         let project = tenancy.create_project(name).await.unwrap();
-        let account = tenancy.create_linked_account(&project.id, "local", name)
+        let account = tenancy
+            .create_linked_account(&project.id, "local", name)
             .await
             .unwrap();
         for _ in 0..2 {
@@ -802,9 +804,7 @@ async fn a_revoked_key_is_refused_at_once() {
             .send()
     };
     assert_eq!(list().await.unwrap().status(), 200);
-    server.tenancy.revoke_key(&other.key_id)
-        .await
-        .unwrap();
+    server.tenancy.revoke_key(&other.key_id).await.unwrap();
     let refused = list().await.unwrap();
     assert_eq!(refused.status(), 401);
     let body: Value = refused.json().await.unwrap();

@@ -38,8 +38,10 @@ pub fn decode(token: &str, provider: &str) -> Result<String, ApiError> {
 
 /// The answer to a cursor this server did not issue.
 pub fn invalid() -> ApiError {
-    ApiError::bad_request("invalid next cursor: pass back the `next` of the previous page unchanged")
-        .with("parameter", "next")
+    ApiError::bad_request(
+        "invalid next cursor: pass back the `next` of the previous page unchanged",
+    )
+    .with("parameter", "next")
 }
 
 #[cfg(test)]
@@ -49,7 +51,10 @@ mod tests {
     #[test]
     fn round_trips_the_position() {
         for position in ["", "c:1:2", "abc==", "after/123"] {
-            assert_eq!(decode(&encode("local", position), "local").unwrap(), position);
+            assert_eq!(
+                decode(&encode("local", position), "local").unwrap(),
+                position
+            );
         }
     }
 
@@ -57,7 +62,13 @@ mod tests {
     fn refuses_what_it_did_not_issue() {
         let other_provider = encode("hubspot", "c:1:1");
         let old_version = URL_SAFE_NO_PAD.encode("c1:5");
-        for bad in ["", "abc", "!!!", other_provider.as_str(), old_version.as_str()] {
+        for bad in [
+            "",
+            "abc",
+            "!!!",
+            other_provider.as_str(),
+            old_version.as_str(),
+        ] {
             let err = decode(bad, "local").unwrap_err();
             assert_eq!(err.status, 400, "{bad}");
         }

@@ -65,7 +65,9 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
         ApiError::new(rejection.status(), "the request body could not be read").into_response()
     })?;
     let fingerprint = fingerprint(&scope, &parts.method, parts.uri.path(), &bytes);
-    let claim = state.idempotency.claim_idempotency_key(&scope, &key, &fingerprint)
+    let claim = state
+        .idempotency
+        .claim_idempotency_key(&scope, &key, &fingerprint)
         .await
         .map_err(IntoResponse::into_response)?;
     if let IdempotencyClaim::Replay(stored) = claim {
@@ -76,7 +78,11 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     if response.status().is_server_error() {
-        if let Err(e) = state.idempotency.release_idempotency_key(&scope, &key).await {
+        if let Err(e) = state
+            .idempotency
+            .release_idempotency_key(&scope, &key)
+            .await
+        {
             tracing::error!(error = %e, "could not release an idempotency key");
         }
         return Ok(response);
@@ -96,7 +102,9 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
             .collect(),
         body: body.to_vec(),
     };
-    state.idempotency.complete_idempotency_key(&scope, &key, &stored)
+    state
+        .idempotency
+        .complete_idempotency_key(&scope, &key, &stored)
         .await
         .map_err(IntoResponse::into_response)?;
     Ok(Response::from_parts(head, Body::from(body)))

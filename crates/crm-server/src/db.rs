@@ -49,12 +49,16 @@ impl FromStr for DatabaseUrl {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if s.is_empty() {
-            return Err("the database must be a file path, a sqlite: URL or a postgres:// URL".into());
+            return Err(
+                "the database must be a file path, a sqlite: URL or a postgres:// URL".into(),
+            );
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            let parsed = url::Url::parse(s)
-                .map_err(|e| format!("the PostgreSQL URL is not valid: {e}"))?;
-            if parsed.host_str().is_none_or(str::is_empty) && !parsed.query().is_some_and(|q| q.contains("host=")) {
+            let parsed =
+                url::Url::parse(s).map_err(|e| format!("the PostgreSQL URL is not valid: {e}"))?;
+            if parsed.host_str().is_none_or(str::is_empty)
+                && !parsed.query().is_some_and(|q| q.contains("host="))
+            {
                 return Err("the PostgreSQL URL names no host".into());
             }
             return Ok(DatabaseUrl {
@@ -114,7 +118,11 @@ impl fmt::Display for DatabaseUrl {
                 let pairs: Vec<(String, String)> = url
                     .query_pairs()
                     .map(|(k, v)| {
-                        let v = if k == "password" { "********".into() } else { v.into_owned() };
+                        let v = if k == "password" {
+                            "********".into()
+                        } else {
+                            v.into_owned()
+                        };
                         (k.into_owned(), v)
                     })
                     .collect();
@@ -162,7 +170,9 @@ pub struct Database {
 
 impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Database").field("kind", &self.kind).finish()
+        f.debug_struct("Database")
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -274,9 +284,7 @@ impl Database {
     /// The transaction every write runs in. On SQLite `BEGIN IMMEDIATE` takes the write lock
     /// up front, so two writers queue on the busy timeout instead of failing to upgrade a
     /// read lock; on PostgreSQL the rows a write reads are locked with `FOR UPDATE`.
-    pub async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         match self.kind {
             StoreKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             StoreKind::Postgres => self.pool.begin().await,
@@ -316,10 +324,7 @@ impl Database {
     /// the transaction id; readers only serve positions below the oldest transaction still
     /// running (see the `HORIZON` of the page queries), so a write that commits late is
     /// never passed over.
-    pub async fn next_position(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-    ) -> Result<i64, sqlx::Error> {
+    pub async fn next_position(&self, tx: &mut sqlx::AnyConnection) -> Result<i64, sqlx::Error> {
         let sql = self.pick(
             "UPDATE positions SET next = next + 1 RETURNING next",
             "SELECT pg_current_xact_id()::text::bigint",
@@ -419,9 +424,16 @@ mod tests {
             ("sqlite:crm.db", StoreKind::Sqlite),
             ("sqlite:///tmp/crm.db", StoreKind::Sqlite),
             ("postgres://crm@localhost/crm", StoreKind::Postgres),
-            ("postgresql://crm:pw@db.example:5433/crm", StoreKind::Postgres),
+            (
+                "postgresql://crm:pw@db.example:5433/crm",
+                StoreKind::Postgres,
+            ),
         ] {
-            assert_eq!(given.parse::<DatabaseUrl>().unwrap().kind(), kind, "{given}");
+            assert_eq!(
+                given.parse::<DatabaseUrl>().unwrap().kind(),
+                kind,
+                "{given}"
+            );
         }
         for bad in ["", "mysql://x/y", "sqlite:", "postgres://"] {
             assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");

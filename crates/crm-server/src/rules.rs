@@ -13,9 +13,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use crm_api::ApiError;
-use crm_api::models::{
-    Account, Contact, CustomFieldDefinition, CustomFieldType, JsonObject, List,
-};
+use crm_api::models::{Account, Contact, CustomFieldDefinition, CustomFieldType, JsonObject, List};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -393,14 +391,20 @@ mod tests {
         let sent = object(json!({ "last_name": "Lovelace" }));
         let mut record = new_record::<Contact>(&sent, "c-1", Utc::now()).unwrap();
         let etag = record["etag"].as_str().unwrap().to_owned();
-        let stale = apply_update::<Contact>(&mut record.clone(), &sent, Some("\"nope\""), Utc::now());
+        let stale =
+            apply_update::<Contact>(&mut record.clone(), &sent, Some("\"nope\""), Utc::now());
         assert_eq!(stale.unwrap_err().status, 412);
         let other_id = object(json!({ "id": "c-2" }));
         let moved = apply_update::<Contact>(&mut record.clone(), &other_id, None, Utc::now());
         assert_eq!(moved.unwrap_err().status, 422);
         let rename = object(json!({ "first_name": "Ada" }));
-        apply_update::<Contact>(&mut record, &rename, Some(&format!("\"{etag}\"")), Utc::now())
-            .unwrap();
+        apply_update::<Contact>(
+            &mut record,
+            &rename,
+            Some(&format!("\"{etag}\"")),
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(record["first_name"], "Ada");
         assert_ne!(record["etag"], etag.as_str());
     }
@@ -408,7 +412,10 @@ mod tests {
     #[test]
     fn null_clears_and_passthrough_stays_out() {
         let mut record = object(json!({ "a": 1, "b": 2 }));
-        merge(&mut record, &object(json!({ "a": null, "passthrough": { "x": 1 }, "c": 3 })));
+        merge(
+            &mut record,
+            &object(json!({ "a": null, "passthrough": { "x": 1 }, "c": 3 })),
+        );
         assert_eq!(Value::Object(record), json!({ "b": 2, "c": 3 }));
     }
 }

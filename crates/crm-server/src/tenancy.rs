@@ -191,13 +191,12 @@ impl Tenancy {
 
     /// Revokes a key; from the next request on, it is refused.
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), TenancyError> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
-        )
-        .bind(self.now())
-        .bind(key_id)
-        .execute(self.db.pool())
-        .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(self.now())
+                .bind(key_id)
+                .execute(self.db.pool())
+                .await?;
         if done.rows_affected() == 0 {
             return Err(TenancyError::UnknownKey(key_id.to_owned()));
         }
@@ -264,13 +263,12 @@ impl Authorizer for Tenancy {
     async fn authorize(&self, key: &ApiKey, account_id: &str) -> Result<AccountScope, ApiError> {
         let invalid = || ApiError::unauthorized("invalid API key");
         let (key_id, secret) = split_key(&key.0).ok_or_else(invalid)?;
-        let row = sqlx::query(
-            "SELECT project_id, secret_hash, revoked_at FROM api_keys WHERE id = $1",
-        )
-        .bind(key_id)
-        .fetch_optional(self.db.pool())
-        .await
-        .map_err(internal)?;
+        let row =
+            sqlx::query("SELECT project_id, secret_hash, revoked_at FROM api_keys WHERE id = $1")
+                .bind(key_id)
+                .fetch_optional(self.db.pool())
+                .await
+                .map_err(internal)?;
         let presented = hash(secret);
         let Some(row) = row else {
             // Compare anyway, so an unknown key id costs the same time as a wrong secret.

@@ -55,8 +55,7 @@ impl Replicas {
                 })
             })
             .collect();
-        let servers: Vec<ServerProcess> =
-            starting.into_iter().map(|t| t.join().unwrap()).collect();
+        let servers: Vec<ServerProcess> = starting.into_iter().map(|t| t.join().unwrap()).collect();
         let http = reqwest::Client::builder()
             .timeout(PATIENCE)
             .build()
@@ -74,7 +73,13 @@ impl Replicas {
             .to_owned();
         let account = id_in(&admin(
             &database,
-            &["create-account", "--project", &project, "--name", "replicas"],
+            &[
+                "create-account",
+                "--project",
+                &project,
+                "--name",
+                "replicas",
+            ],
         ));
         Replicas {
             servers,
@@ -92,7 +97,12 @@ impl Replicas {
         )
     }
 
-    fn request(&self, method: reqwest::Method, replica: usize, path: &str) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        method: reqwest::Method,
+        replica: usize,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.url(replica, path))
             .bearer_auth(&self.key)
@@ -199,7 +209,9 @@ async fn three_replicas_on_one_database_serve_as_one() {
         (writers * increments).to_string(),
         "lost updates"
     );
-    println!("replicas: {writers} writers x {increments} increments, {conflicts} conflicts retried, 0 lost");
+    println!(
+        "replicas: {writers} writers x {increments} increments, {conflicts} conflicts retried, 0 lost"
+    );
 
     // A write on one replica is what the next read on another sees.
     for round in 0..10 {
@@ -268,16 +280,23 @@ async fn three_replicas_on_one_database_serve_as_one() {
         }
     }
     assert_eq!(total, seen.len(), "a record was served twice");
-    assert_eq!(total, 1 + 1 + 23, "the counter, the idempotent create and the paged ones");
+    assert_eq!(
+        total,
+        1 + 1 + 23,
+        "the counter, the idempotent create and the paged ones"
+    );
 
     // A revoked key is refused by every replica within a second.
-    let keys: Value =
-        serde_json::from_str(&admin(&replicas.database, &["list-keys"])).unwrap();
+    let keys: Value = serde_json::from_str(&admin(&replicas.database, &["list-keys"])).unwrap();
     let key_id = keys
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| replicas.key.starts_with(&format!("crm_{}_", k["id"].as_str().unwrap())))
+        .find(|k| {
+            replicas
+                .key
+                .starts_with(&format!("crm_{}_", k["id"].as_str().unwrap()))
+        })
         .unwrap()["id"]
         .as_str()
         .unwrap()
@@ -322,7 +341,10 @@ async fn replicas_answer_503_while_postgresql_is_down_and_recover_by_themselves(
         assert_eq!(response.status(), 503);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["statusCode"], 503);
-        assert!(body["message"].as_str().unwrap().contains("database"), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("database"),
+            "{body}"
+        );
         let ready = replicas
             .http
             .get(replicas.url(replica, "/readyz"))
@@ -346,7 +368,10 @@ async fn replicas_answer_503_while_postgresql_is_down_and_recover_by_themselves(
                 assert_eq!(body["data"]["last_name"], "Before");
                 break;
             }
-            assert!(Instant::now() < deadline, "replica {replica} did not recover");
+            assert!(
+                Instant::now() < deadline,
+                "replica {replica} did not recover"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         replicas.servers[replica].ready(&replicas.http).await;
@@ -354,7 +379,10 @@ async fn replicas_answer_503_while_postgresql_is_down_and_recover_by_themselves(
     // Nothing the replicas logged names the password of the database.
     for server in &replicas.servers {
         let logs = serde_json::to_string(&server.logs()).unwrap();
-        assert!(!logs.contains(cluster.password()), "a log line holds the password");
+        assert!(
+            !logs.contains(cluster.password()),
+            "a log line holds the password"
+        );
     }
 }
 
@@ -420,7 +448,9 @@ async fn paging_sees_every_record_while_a_slow_writer_commits_late() {
         String::new(),
         format!(
             "&filter[updated_after]={}",
-            since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B")
+            since
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .replace('+', "%2B")
         ),
     ];
     for (round, filter) in filters.iter().enumerate() {
@@ -471,7 +501,10 @@ async fn paging_sees_every_record_while_a_slow_writer_commits_late() {
         for id in &before {
             let times = served.get(id).copied().unwrap_or(0);
             if updated.contains(id) {
-                assert!(times >= 1, "{id}, updated while paging, was never served ({filter})");
+                assert!(
+                    times >= 1,
+                    "{id}, updated while paging, was never served ({filter})"
+                );
             } else {
                 assert_eq!(times, 1, "{id} served {times} times ({filter})");
             }
@@ -484,7 +517,11 @@ async fn paging_sees_every_record_while_a_slow_writer_commits_late() {
         }
         println!(
             "paging guarantee ({}): {} served, {} written while paging, all seen",
-            if filter.is_empty() { "plain" } else { "incremental" },
+            if filter.is_empty() {
+                "plain"
+            } else {
+                "incremental"
+            },
             served.values().sum::<usize>(),
             written.len() + updated.len()
         );
@@ -507,14 +544,23 @@ async fn nginx_balances_three_replicas() {
         .local_addr()
         .unwrap()
         .port();
-    let mut conf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/nginx.conf"))
-        .unwrap();
+    let mut conf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/nginx.conf"
+    ))
+    .unwrap();
     for (i, server) in replicas.servers.iter().enumerate() {
         let documented = format!("127.0.0.1:808{}", i + 1);
-        assert!(conf.contains(&documented), "the README's config names {documented}");
+        assert!(
+            conf.contains(&documented),
+            "the README's config names {documented}"
+        );
         conf = conf.replace(&documented, &server.addr);
     }
-    conf = conf.replace("listen 127.0.0.1:8080;", &format!("listen 127.0.0.1:{port};"));
+    conf = conf.replace(
+        "listen 127.0.0.1:8080;",
+        &format!("listen 127.0.0.1:{port};"),
+    );
     let prefix = tempfile::tempdir().unwrap();
     let conf_path = prefix.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
@@ -588,7 +634,10 @@ async fn nginx_balances_three_replicas() {
         .map(|(s, b)| answered(s) - b)
         .collect();
     assert_eq!(served.iter().sum::<usize>(), 60, "{served:?}");
-    assert!(served.iter().all(|n| *n > 0), "a replica served nothing: {served:?}");
+    assert!(
+        served.iter().all(|n| *n > 0),
+        "a replica served nothing: {served:?}"
+    );
     println!("nginx: 60 requests over 3 replicas: {served:?}");
 }
 

@@ -27,7 +27,9 @@ pub async fn list(
     scope: AccountScope,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let accounts = state.provider(&scope)?.list_accounts(&scope, &(&query).into())
+    let accounts = state
+        .provider(&scope)?
+        .list_accounts(&scope, &(&query).into())
         .await?;
     page(accounts, &query, Shape::Plain, |data, next, raw| {
         AccountsPaginated { next, data, raw }
@@ -48,7 +50,10 @@ pub async fn create(
     scope: AccountScope,
     JsonBody(write): JsonBody<CrmCreateAccountRequestDto>,
 ) -> Result<Response, ApiError> {
-    let account = state.provider(&scope)?.create_account(&scope, write).await?;
+    let account = state
+        .provider(&scope)?
+        .create_account(&scope, write)
+        .await?;
     written(account, false, |data, raw| AccountResult { data, raw })
 }
 
@@ -66,7 +71,9 @@ pub async fn get(
     RecordId(id): RecordId,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let account = state.provider(&scope)?.get_account(&scope, &id, &(&query).into())
+    let account = state
+        .provider(&scope)?
+        .get_account(&scope, &id, &(&query).into())
         .await?;
     single(account, &query, Shape::Plain, |data, raw| AccountResult {
         data,
@@ -90,7 +97,10 @@ pub async fn update(
     RecordId(id): RecordId,
     JsonBody(write): JsonBody<CrmCreateAccountRequestDto>,
 ) -> Result<Response, ApiError> {
-    let account = state.provider(&scope)?.update_account(&scope, &id, write).await?;
+    let account = state
+        .provider(&scope)?
+        .update_account(&scope, &id, write)
+        .await?;
     written(account, false, |data, raw| AccountResult { data, raw })
 }
 

@@ -32,7 +32,9 @@ pub async fn list(
     scope: AccountScope,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let contacts = state.provider(&scope)?.list_contacts(&scope, &(&query).into())
+    let contacts = state
+        .provider(&scope)?
+        .list_contacts(&scope, &(&query).into())
         .await?;
     page(contacts, &query, Shape::Contact, |data, next, raw| {
         ContactsPaginated { next, data, raw }
@@ -53,7 +55,10 @@ pub async fn create(
     scope: AccountScope,
     JsonBody(write): JsonBody<CrmCreateContactRequestDto>,
 ) -> Result<Response, ApiError> {
-    let contact = state.provider(&scope)?.create_contact(&scope, write).await?;
+    let contact = state
+        .provider(&scope)?
+        .create_contact(&scope, write)
+        .await?;
     written(contact, false, |data, raw| ContactResult { data, raw })
 }
 
@@ -71,7 +76,9 @@ pub async fn get(
     RecordId(id): RecordId,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let contact = state.provider(&scope)?.get_contact(&scope, &id, &(&query).into())
+    let contact = state
+        .provider(&scope)?
+        .get_contact(&scope, &id, &(&query).into())
         .await?;
     single(contact, &query, Shape::Contact, |data, raw| ContactResult {
         data,
@@ -99,7 +106,10 @@ pub async fn update(
     headers: HeaderMap,
     JsonBody(write): JsonBody<CrmCreateContactRequestDto>,
 ) -> Result<Response, ApiError> {
-    let contact = state.provider(&scope)?.update_contact(&scope, &id, write).await?;
+    let contact = state
+        .provider(&scope)?
+        .update_contact(&scope, &id, write)
+        .await?;
     written(contact, prefers_minimal(&headers), |data, raw| {
         ContactResult { data, raw }
     })
@@ -127,7 +137,9 @@ pub async fn update_by_external_id(
     headers: HeaderMap,
     JsonBody(write): JsonBody<CrmCreateContactRequestDto>,
 ) -> Result<Response, ApiError> {
-    let contact = state.provider(&scope)?.update_contact_by_external_id(&scope, &external_id, write)
+    let contact = state
+        .provider(&scope)?
+        .update_contact_by_external_id(&scope, &external_id, write)
         .await?;
     written(contact, prefers_minimal(&headers), |data, raw| {
         ContactResult { data, raw }
@@ -167,7 +179,9 @@ pub async fn export(
     scope: AccountScope,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let contacts = state.provider(&scope)?.export_contacts(&scope, query.updated_after)
+    let contacts = state
+        .provider(&scope)?
+        .export_contacts(&scope, query.updated_after)
         .await?;
     let lines = contacts.map(move |contact| {
         let mut line = contact

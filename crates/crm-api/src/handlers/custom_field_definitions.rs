@@ -31,7 +31,9 @@ pub async fn list(
     scope: AccountScope,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let definitions = state.provider(&scope)?.list_contact_custom_field_definitions(&scope, &(&query).into())
+    let definitions = state
+        .provider(&scope)?
+        .list_contact_custom_field_definitions(&scope, &(&query).into())
         .await?;
     page(definitions, &query, Shape::Plain, |data, next, raw| {
         CustomFieldDefinitionsPaginated { next, data, raw }
@@ -54,7 +56,9 @@ pub async fn create(
     scope: AccountScope,
     JsonBody(write): JsonBody<CrmCreateCustomFieldDefinitionRequestDto>,
 ) -> Result<Response, ApiError> {
-    let definition = state.provider(&scope)?.create_contact_custom_field_definition(&scope, write)
+    let definition = state
+        .provider(&scope)?
+        .create_contact_custom_field_definition(&scope, write)
         .await?;
     written(definition, false, |data, raw| {
         CustomFieldDefinitionResultApiModel { data, raw }
@@ -76,7 +80,9 @@ pub async fn get(
     RecordId(id): RecordId,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let definition = state.provider(&scope)?.get_contact_custom_field_definition(&scope, &id, &(&query).into())
+    let definition = state
+        .provider(&scope)?
+        .get_contact_custom_field_definition(&scope, &id, &(&query).into())
         .await?;
     single(definition, &query, Shape::Plain, |data, raw| {
         CustomFieldDefinitionResultApiModel { data, raw }
@@ -100,7 +106,9 @@ pub async fn update(
     RecordId(id): RecordId,
     JsonBody(write): JsonBody<CrmCreateCustomFieldDefinitionRequestDto>,
 ) -> Result<Response, ApiError> {
-    let definition = state.provider(&scope)?.update_contact_custom_field_definition(&scope, &id, write)
+    let definition = state
+        .provider(&scope)?
+        .update_contact_custom_field_definition(&scope, &id, write)
         .await?;
     written(definition, false, |data, raw| {
         CustomFieldDefinitionResultApiModel { data, raw }

@@ -28,7 +28,10 @@ pub async fn list(
     scope: AccountScope,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let lists = state.provider(&scope)?.list_lists(&scope, &(&query).into()).await?;
+    let lists = state
+        .provider(&scope)?
+        .list_lists(&scope, &(&query).into())
+        .await?;
     page(lists, &query, Shape::Plain, |data, next, raw| {
         ListsPaginated { next, data, raw }
     })
@@ -66,7 +69,9 @@ pub async fn get(
     RecordId(id): RecordId,
     query: CrmQuery,
 ) -> Result<Response, ApiError> {
-    let list = state.provider(&scope)?.get_list(&scope, &id, &(&query).into())
+    let list = state
+        .provider(&scope)?
+        .get_list(&scope, &id, &(&query).into())
         .await?;
     single(list, &query, Shape::Plain, |data, raw| ListResult {
         data,
@@ -90,7 +95,10 @@ pub async fn update(
     RecordId(id): RecordId,
     JsonBody(write): JsonBody<CrmCreateListRequestDto>,
 ) -> Result<Response, ApiError> {
-    let list = state.provider(&scope)?.update_list(&scope, &id, write).await?;
+    let list = state
+        .provider(&scope)?
+        .update_list(&scope, &id, write)
+        .await?;
     written(list, false, |data, raw| ListResult { data, raw })
 }
 
@@ -111,7 +119,9 @@ pub async fn add_items(
     RecordId(id): RecordId,
     JsonBody(write): JsonBody<CrmListItemsRequestDto>,
 ) -> Result<Response, ApiError> {
-    let list = state.provider(&scope)?.add_list_items(&scope, &id, &write.body.item_ids)
+    let list = state
+        .provider(&scope)?
+        .add_list_items(&scope, &id, &write.body.item_ids)
         .await?;
     written(list, false, |data, raw| ListResult { data, raw })
 }
@@ -130,7 +140,9 @@ pub async fn remove_item(
     RecordId(id): RecordId,
     ItemId(item_id): ItemId,
 ) -> Result<Response, ApiError> {
-    let list = state.provider(&scope)?.remove_list_item(&scope, &id, &item_id)
+    let list = state
+        .provider(&scope)?
+        .remove_list_item(&scope, &id, &item_id)
         .await?;
     written(list, false, |data, raw| ListResult { data, raw })
 }

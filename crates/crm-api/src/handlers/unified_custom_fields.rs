@@ -26,7 +26,9 @@ pub async fn get(
     State(state): State<AppState>,
     scope: AccountScope,
 ) -> Result<Json<UnifiedCustomFieldsResult>, ApiError> {
-    let data = state.provider(&scope)?.get_contact_unified_custom_fields(&scope)
+    let data = state
+        .provider(&scope)?
+        .get_contact_unified_custom_fields(&scope)
         .await?;
     Ok(Json(UnifiedCustomFieldsResult { data }))
 }
@@ -48,7 +50,9 @@ pub async fn set(
     scope: AccountScope,
     JsonBody(write): JsonBody<UnifiedCustomFields>,
 ) -> Result<Json<UnifiedCustomFieldsResult>, ApiError> {
-    let data = state.provider(&scope)?.set_contact_unified_custom_fields(&scope, write.body)
+    let data = state
+        .provider(&scope)?
+        .set_contact_unified_custom_fields(&scope, write.body)
         .await?;
     Ok(Json(UnifiedCustomFieldsResult { data }))
 }

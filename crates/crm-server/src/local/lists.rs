@@ -123,7 +123,7 @@ pub async fn add_items(
     }
     let mut tx = db.begin_write().await.map_err(internal)?;
     let (seq, mut list) = touch_list(db, &mut tx, now, scope, id).await?;
-    let target = match list.list_type.as_ref().and_then(|t| t.value.clone()) {
+    let target = match list.list_type.as_ref().and_then(|t| t.value) {
         Some(ListType::Contacts) | None => Contact::KIND,
         Some(ListType::Companies) => Account::KIND,
         Some(other) => {
@@ -220,7 +220,12 @@ pub async fn remove_item(
     }
     list.items = Some(items(&mut *tx, scope, seq).await?);
     tx.commit().await.map_err(internal)?;
-    let raw = raw::list_items("DELETE", format!("lists/{id}/items/{item_id}"), None, &list.items);
+    let raw = raw::list_items(
+        "DELETE",
+        format!("lists/{id}/items/{item_id}"),
+        None,
+        &list.items,
+    );
     Ok(Served {
         data: list,
         raw: vec![raw],

@@ -21,8 +21,8 @@ use crm_api::models::{
     JsonObject, List, UnifiedCustomFields,
 };
 use crm_api::service::{
-    AccountScope, CrmProvider, Page, PageRequest, ReadRequest, RecordStream, Served,
-    ServiceResult, Write,
+    AccountScope, CrmProvider, Page, PageRequest, ReadRequest, RecordStream, Served, ServiceResult,
+    Write,
 };
 use serde_json::Value;
 use sqlx::Row;

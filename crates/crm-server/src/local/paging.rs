@@ -79,7 +79,10 @@ impl Position {
         let number = |s: &str| s.parse::<i64>().ok().filter(|n| n.to_string() == s);
         let pos = number(parts.next()?)?;
         let seq = number(parts.next()?)?;
-        parts.next().is_none().then_some(Position { order, pos, seq })
+        parts
+            .next()
+            .is_none()
+            .then_some(Position { order, pos, seq })
     }
 }
 
@@ -317,10 +320,16 @@ mod tests {
 
     #[test]
     fn positions_have_one_spelling() {
-        for text in ["c:1:2", "u:-5:9223372036854775807", "c:-9223372036854775808:0"] {
+        for text in [
+            "c:1:2",
+            "u:-5:9223372036854775807",
+            "c:-9223372036854775808:0",
+        ] {
             assert_eq!(Position::parse(text).unwrap().encode(), text);
         }
-        for bad in ["", "c", "c:1", "x:1:2", "c:01:2", "c:+1:2", "c:1:2:3", "c:1: 2"] {
+        for bad in [
+            "", "c", "c:1", "x:1:2", "c:01:2", "c:+1:2", "c:1:2:3", "c:1: 2",
+        ] {
             assert_eq!(Position::parse(bad), None, "{bad}");
         }
     }
