@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::rate_limit::{RateLimiter, retry_after_secs};
+use crate::rate_limit::{RateLimiter, SharedRateLimiter, retry_after_secs};
 
 /// The largest request body accepted, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -77,20 +77,53 @@ struct Edge {
     max_header_bytes: usize,
     max_headers: usize,
     request_timeout: Option<Duration>,
-    limiter: Option<Arc<RateLimiter>>,
+    limiter: Option<Arc<Limiter>>,
+}
+
+/// Where the rate limit is counted.
+enum Limiter {
+    /// In this process.
+    Local(RateLimiter),
+    /// In the database, for every replica.
+    Shared(SharedRateLimiter),
+}
+
+impl Limiter {
+    fn per_minute(&self) -> u32 {
+        match self {
+            Limiter::Local(l) => l.per_minute(),
+            Limiter::Shared(l) => l.per_minute(),
+        }
+    }
+
+    async fn check(&self, key: &str) -> Result<(), Duration> {
+        match self {
+            Limiter::Local(l) => l.check(key, Instant::now()),
+            Limiter::Shared(l) => l.check(key).await.unwrap_or_else(|e| {
+                // The request will meet the same database and answer for itself.
+                tracing::warn!(error = %e, "the shared rate limit could not be read");
+                Ok(())
+            }),
+        }
+    }
 }
 
 /// Wraps `router` in the layers every request passes, outermost first: request id and
-/// request log, header limits, rate limit, timeout, body limit.
-pub fn layered(router: Router, settings: &HttpSettings) -> Router {
+/// request log, header limits, rate limit, timeout, body limit. On PostgreSQL the rate
+/// limit is counted in `db`, shared by every replica; on SQLite in this process.
+pub fn layered(router: Router, settings: &HttpSettings, db: &crate::db::Database) -> Router {
     let edge = Edge {
         max_header_bytes: settings.max_header_bytes,
         max_headers: settings.max_headers,
         request_timeout: settings.request_timeout.filter(|t| !t.is_zero()),
-        limiter: settings
-            .rate_limit_per_minute
-            .filter(|n| *n > 0)
-            .map(|n| Arc::new(RateLimiter::new(n))),
+        limiter: settings.rate_limit_per_minute.filter(|n| *n > 0).map(|n| {
+            Arc::new(match db.kind() {
+                crate::db::StoreKind::Sqlite => Limiter::Local(RateLimiter::new(n)),
+                crate::db::StoreKind::Postgres => {
+                    Limiter::Shared(SharedRateLimiter::new(db.clone(), n))
+                }
+            })
+        }),
     };
     // `Router::layer` wraps each route: the last layer added is the first to run.
     router
@@ -187,7 +220,7 @@ async fn header_limits(State(edge): State<Edge>, req: Request, next: Next) -> Re
 async fn rate_limit(State(edge): State<Edge>, req: Request, next: Next) -> Response {
     if let Some(limiter) = &edge.limiter
         && let Ok(key) = crm_api::extract::api_key(req.headers())
-        && let Err(wait) = limiter.check(&key.0, Instant::now())
+        && let Err(wait) = limiter.check(&key.0).await
     {
         let secs = retry_after_secs(wait);
         let mut response = ApiError::new(

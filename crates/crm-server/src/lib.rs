@@ -12,6 +12,7 @@ pub mod local;
 pub mod rate_limit;
 pub mod rules;
 pub mod tenancy;
+pub mod transfer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,12 +34,15 @@ pub fn app(db: Database, clock: Arc<dyn Clock>, settings: &HttpSettings) -> Rout
         Arc::new(Tenancy::new(db.clone(), clock.clone())),
         Arc::new(idempotency::IdempotencyKeys::new(db.clone(), clock.clone())),
     )
-    .with_provider(local::PROVIDER, Arc::new(LocalProvider::new(db.clone(), clock)));
+    .with_provider(
+        local::PROVIDER,
+        Arc::new(LocalProvider::new(db.clone(), clock)),
+    );
     // The documentation routes stay outside crm_api's router: see `docs`.
-    let routes = health::router(db)
+    let routes = health::router(db.clone())
         .merge(docs::router())
         .merge(crm_api::router(state));
-    http::layered(routes, settings)
+    http::layered(routes, settings, &db)
 }
 
 /// Serves `app` on `listener` with the default connection settings until `shutdown`

@@ -1,4 +1,6 @@
-//! The per-key rate limit: one token bucket for every API key presented.
+//! The per-key rate limit: one token bucket for every API key presented, kept in this
+//! process ([`RateLimiter`], for a single server on SQLite) or in PostgreSQL, shared by
+//! every replica ([`SharedRateLimiter`]).
 //!
 //! A bucket holds at most `per_minute` tokens and refills at `per_minute` tokens a minute;
 //! every request takes one. Buckets are keyed by the SHA-256 of the key text as presented, so
@@ -101,6 +103,59 @@ impl RateLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
+    }
+}
+
+/// Token buckets in the PostgreSQL database, so that replicas together admit what one
+/// server would. The arithmetic runs in the database on the database's clock, so replicas
+/// whose clocks differ still agree; one statement per request, on an unlogged table.
+#[derive(Debug, Clone)]
+pub struct SharedRateLimiter {
+    db: crate::db::Database,
+    per_minute: u32,
+}
+
+impl SharedRateLimiter {
+    /// # Panics
+    /// When `per_minute` is 0, as [`RateLimiter::new`].
+    pub fn new(db: crate::db::Database, per_minute: u32) -> Self {
+        assert!(
+            per_minute > 0,
+            "a rate limit must allow at least one request"
+        );
+        Self { db, per_minute }
+    }
+
+    /// Takes one token from `key`'s bucket, as [`RateLimiter::check`].
+    pub async fn check(&self, key: &str) -> Result<Result<(), Duration>, sqlx::Error> {
+        let id = Sha256::digest(key.as_bytes()).to_vec();
+        let per_minute = f64::from(self.per_minute);
+        let row = sqlx::query(
+            "INSERT INTO rate_limits AS b (key_hash, tokens, at, admitted)
+             VALUES ($1, $2 - 1, now(), TRUE)
+             ON CONFLICT (key_hash) DO UPDATE SET
+                 admitted = LEAST($2, b.tokens + GREATEST(0, EXTRACT(EPOCH FROM now() - b.at)::double precision) * $2 / 60) >= 1,
+                 tokens = LEAST($2, b.tokens + GREATEST(0, EXTRACT(EPOCH FROM now() - b.at)::double precision) * $2 / 60)
+                          - CASE WHEN LEAST($2, b.tokens + GREATEST(0, EXTRACT(EPOCH FROM now() - b.at)::double precision) * $2 / 60) >= 1
+                                 THEN 1 ELSE 0 END,
+                 at = GREATEST(b.at, now())
+             RETURNING admitted, tokens",
+        )
+        .bind(id)
+        .bind(per_minute)
+        .fetch_one(self.db.pool())
+        .await?;
+        let admitted: bool = sqlx::Row::get(&row, "admitted");
+        if admitted {
+            return Ok(Ok(()));
+        }
+        let tokens: f64 = sqlx::Row::get(&row, "tokens");
+        let wait = (1.0 - tokens).max(0.0) * 60.0 / per_minute;
+        Ok(Err(Duration::from_secs_f64(wait.max(0.001))))
+    }
+
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
     }
 }
 

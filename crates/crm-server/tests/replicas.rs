@@ -47,11 +47,19 @@ fn id_in(json_text: &str) -> String {
 impl Replicas {
     /// Starts `n` replicas at once on a new, empty database, then links an account.
     async fn start(database: String, n: usize) -> Replicas {
+        Self::start_with(database, n, &[]).await
+    }
+
+    /// As [`Replicas::start`], with `extra` arguments to `serve`.
+    async fn start_with(database: String, n: usize, extra: &[&str]) -> Replicas {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let starting: Vec<_> = (0..n)
             .map(|_| {
                 let database = database.clone();
+                let extra = extra.clone();
                 std::thread::spawn(move || {
-                    ServerProcess::start(&database, false, "warn,crm_server=info", &[])
+                    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                    ServerProcess::start(&database, false, "warn,crm_server=info", &extra)
                 })
             })
             .collect();
@@ -648,4 +656,75 @@ fn answered(server: &ServerProcess) -> usize {
         .iter()
         .filter(|e| e["fields"]["message"] == "request answered" && e["span"]["route"] != "/readyz")
         .count()
+}
+
+/// The per-key rate limit holds across replicas: hammered through three of them for a
+/// minute, together they admit what one server would (its burst and a minute of refill),
+/// give or take 10%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_across_replicas() {
+    const LIMIT: usize = 120;
+    const RUN: Duration = Duration::from_secs(60);
+    let cluster = crm_testkit::PgCluster::shared();
+    let replicas = Arc::new(
+        Replicas::start_with(
+            cluster.create_database().await,
+            3,
+            &["--rate-limit-per-minute", &LIMIT.to_string()],
+        )
+        .await,
+    );
+    let started = Instant::now();
+    let mut callers = Vec::new();
+    for caller in 0..6 {
+        let replicas = Arc::clone(&replicas);
+        callers.push(tokio::spawn(async move {
+            let (mut admitted, mut refused) = (0usize, 0usize);
+            while started.elapsed() < RUN {
+                let response = replicas
+                    .request(
+                        reqwest::Method::GET,
+                        caller,
+                        "/unified/crm/contacts?page_size=1",
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    200 => admitted += 1,
+                    429 => {
+                        assert!(response.headers().contains_key("retry-after"));
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("answered {other}"),
+                }
+            }
+            (admitted, refused)
+        }));
+    }
+    let (mut admitted, mut refused) = (0, 0);
+    for caller in callers {
+        let (a, r) = caller.await.unwrap();
+        admitted += a;
+        refused += r;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // One server admits its burst, then the refill over the run.
+    let one_server = LIMIT as f64 * (1.0 + seconds / 60.0);
+    println!(
+        "rate limit across 3 replicas: {admitted} admitted, {refused} refused in {seconds:.0} s; one server would admit {one_server:.0}"
+    );
+    assert!(
+        refused > 0,
+        "the limit was never reached: the test did not test"
+    );
+    assert!(
+        (admitted as f64) <= one_server * 1.1,
+        "{admitted} admitted, more than 10% over {one_server:.0}"
+    );
+    assert!(
+        (admitted as f64) >= one_server * 0.9,
+        "{admitted} admitted, far under {one_server:.0}"
+    );
 }
