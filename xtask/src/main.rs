@@ -4,6 +4,9 @@
 //! - `cargo xtask spec diff [--emit FILE]` compares the server's document with the spec.
 //! - `cargo xtask spec changelog | check | release` compare the spec with the released one.
 //! - `cargo xtask publish [--out DIR]` writes the published documents and reference page.
+//! - `cargo xtask bench listing` measures the release server on both stores (see `bench`).
+
+mod bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +46,12 @@ enum Command {
         /// The directory to write to.
         #[arg(long, value_name = "DIR", default_value = DIST_DIR)]
         out: PathBuf,
+    },
+    /// Measure the release server on SQLite and PostgreSQL, side by side; writes
+    /// <target>/bench/<benchmark>.md and .json.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::Bench,
     },
 }
 
@@ -86,6 +95,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             SpecCommand::Release => spec_release(),
         },
         Command::Publish { out } => publish(out),
+        Command::Bench { bench } => bench::run(bench).map(|()| ExitCode::SUCCESS),
     }
 }
 
