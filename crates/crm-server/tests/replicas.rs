@@ -500,7 +500,9 @@ async fn paging_sees_every_record_while_a_slow_writer_commits_late() {
                     updated.push(id.clone());
                 }
             }
-            4 => {
+            // Late: past the point where the records written after it would all have been
+            // served, so a listing that passed over the slow writer would have ended.
+            9 => {
                 held.take().unwrap().commit().await.unwrap();
             }
             _ => {}
