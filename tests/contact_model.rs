@@ -806,7 +806,12 @@ async fn a_retry_after_a_crash_finds_the_record_the_first_request_made() {
     assert!(err.message.contains("still running"), "{}", err.message);
 
     // Once the claim is abandoned, the retry answers the record the first request made.
-    lose_the_answer(&server, "k-crash", "2000-01-01T00:00:00.000000Z").await;
+    let abandon = || {
+        server
+            .clock
+            .advance(crm_server::idempotency::ABANDONED_CLAIM_AFTER + chrono::Duration::minutes(1))
+    };
+    abandon();
     let retry = create("k-crash").send().await.unwrap();
     assert!(!replayed(&retry));
     let retry = retry.into_inner();
@@ -823,19 +828,24 @@ async fn a_retry_after_a_crash_finds_the_record_the_first_request_made() {
     );
 
     // A crash before the write landed leaves no record: the retry creates it.
+    let now = crm_server::db::timestamp(crm_server::Clock::now(&*server.clock));
     sqlx::query(
         "INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at, claimed_at)
-         SELECT project_id, 'k-early', fingerprint, created_at, '2000-01-01T00:00:00.000000Z'
+         SELECT project_id, 'k-early', fingerprint, $1, $1
          FROM idempotency_keys WHERE key = 'k-crash'",
     )
+    .bind(&now)
     .execute(server.db.pool())
     .await
     .unwrap();
+    abandon();
     let early = create("k-early").send().await.unwrap().into_inner().data;
     assert_ne!(early.id, first.id);
 
     // If the record the key made was deleted since, the retry says so and creates nothing.
-    lose_the_answer(&server, "k-crash", "2000-01-01T00:00:00.000000Z").await;
+    let now = crm_server::db::timestamp(crm_server::Clock::now(&*server.clock));
+    lose_the_answer(&server, "k-crash", &now).await;
+    abandon();
     client
         .crm_delete_contact()
         .x_account_id(account)
