@@ -7,7 +7,6 @@
 
 mod server_process;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,6 +116,17 @@ impl Replicas {
             .header("x-account-id", &self.account)
     }
 
+    /// The JSON body of a GET of `path` on `replica`.
+    async fn get(&self, replica: usize, path: &str) -> Value {
+        self.request(reqwest::Method::GET, replica, path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn create_contact(&self, replica: usize, last_name: &str) -> Value {
         let response = self
             .request(reqwest::Method::POST, replica, "/unified/crm/contacts")
@@ -172,14 +182,7 @@ async fn three_replicas_on_one_database_serve_as_one() {
                 loop {
                     let replica = w + i;
                     let path = format!("/unified/crm/contacts/{id}");
-                    let read: Value = replicas
-                        .request(reqwest::Method::GET, replica, &path)
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let read: Value = replicas.get(replica, &path).await;
                     let n: u64 = read["data"]["title"].as_str().unwrap().parse().unwrap();
                     let etag = read["data"]["etag"].as_str().unwrap().to_owned();
                     let write = replicas
@@ -204,14 +207,7 @@ async fn three_replicas_on_one_database_serve_as_one() {
         conflicts += task.await.unwrap();
     }
     let path = format!("/unified/crm/contacts/{id}");
-    let last: Value = replicas
-        .request(reqwest::Method::GET, 2, &path)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let last: Value = replicas.get(2, &path).await;
     assert_eq!(
         last["data"]["title"],
         (writers * increments).to_string(),
@@ -232,14 +228,7 @@ async fn three_replicas_on_one_database_serve_as_one() {
             .json()
             .await
             .unwrap();
-        let read: Value = replicas
-            .request(reqwest::Method::GET, round + 1, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let read: Value = replicas.get(round + 1, &path).await;
         assert_eq!(read["data"]["etag"], written["data"]["etag"]);
     }
 
@@ -262,32 +251,9 @@ async fn three_replicas_on_one_database_serve_as_one() {
     for i in 0..23 {
         replicas.create_contact(i, &format!("Paged {i}")).await;
     }
-    let mut seen = HashSet::new();
-    let mut total = 0;
-    let mut next: Option<String> = None;
-    for page in 0.. {
-        let mut path = "/unified/crm/contacts?page_size=4".to_owned();
-        if let Some(cursor) = &next {
-            path.push_str(&format!("&next={cursor}"));
-        }
-        let body: Value = replicas
-            .request(reqwest::Method::GET, page, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for record in body["data"].as_array().unwrap() {
-            total += 1;
-            seen.insert(record["id"].as_str().unwrap().to_owned());
-        }
-        next = body["next"].as_str().map(str::to_owned);
-        if next.is_none() {
-            break;
-        }
-    }
-    assert_eq!(total, seen.len(), "a record was served twice");
+    let served = page_through(&replicas, "", async |_| {}).await;
+    let total: usize = served.values().sum();
+    assert_eq!(total, served.len(), "a record was served twice");
     assert_eq!(
         total,
         1 + 1 + 23,
@@ -409,14 +375,7 @@ async fn page_through(
         if let Some(cursor) = &next {
             path.push_str(&format!("&next={cursor}"));
         }
-        let body: Value = replicas
-            .request(reqwest::Method::GET, page, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = replicas.get(page, &path).await;
         for record in body["data"].as_array().unwrap() {
             *served
                 .entry(record["id"].as_str().unwrap().to_owned())
