@@ -22,7 +22,7 @@ struct Cli {
         global = true,
         hide_env_values = true
     )]
-    database: DatabaseUrl,
+    database: String,
     /// The most database connections this process opens.
     #[arg(long, env = "CRM_DATABASE_POOL_SIZE", default_value_t = PoolSettings::default().max_connections, global = true)]
     database_pool_size: u32,
@@ -124,10 +124,10 @@ enum Admin {
         /// The database to copy from: a SQLite file path or `sqlite:` URL, or a
         /// `postgres://user:password@host/db` URL. A SQLite file must exist.
         #[arg(long, value_name = "DATABASE")]
-        from: DatabaseUrl,
+        from: String,
         /// The empty database to copy into, in the same forms (a SQLite file is created).
         #[arg(long, value_name = "DATABASE")]
-        to: DatabaseUrl,
+        to: String,
     },
     /// Imports contacts from NDJSON (the format of Export Contacts) into a linked account.
     ///
@@ -177,10 +177,10 @@ async fn main() -> anyhow::Result<()> {
         command: Admin::Copy { from, to },
     } = &cli.command
     {
-        return admin_copy(from, to).await;
+        return admin_copy(&database_url("--from", from)?, &database_url("--to", to)?).await;
     }
     // The error names the database without its password.
-    let db = Database::open(&cli.database, settings).await?;
+    let db = Database::open(&database_url("--database", &cli.database)?, settings).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let tenancy = Tenancy::new(db.clone(), clock.clone());
     match cli.command {
@@ -309,7 +309,9 @@ async fn admin(db: &Database, tenancy: &Tenancy, command: Admin) -> anyhow::Resu
             "{}",
             serde_json::to_string_pretty(&tenancy.list_linked_accounts(project.as_deref()).await?)?
         ),
-        Admin::Copy { from, to } => admin_copy(&from, &to).await?,
+        Admin::Copy { from, to } => {
+            admin_copy(&database_url("--from", &from)?, &database_url("--to", &to)?).await?
+        }
         Admin::Import { account, file } => {
             let input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
                 Box::new(std::io::stdin().lock())
@@ -329,6 +331,14 @@ async fn admin(db: &Database, tenancy: &Tenancy, command: Admin) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// Reads a database flag. The flags are taken as plain text and read here, not by clap,
+/// whose errors would repeat the value, password included.
+fn database_url(flag: &str, value: &str) -> anyhow::Result<DatabaseUrl> {
+    value
+        .parse()
+        .map_err(|why| anyhow::anyhow!("{flag} is not a database this server can use: {why}"))
 }
 
 /// `admin copy`: copies, verifies, and prints one line per table.

@@ -689,3 +689,39 @@ async fn the_rate_limit_holds_across_replicas() {
         "{admitted} admitted, far under {one_server:.0}"
     );
 }
+
+/// A database URL may carry a password: a malformed URL, and a password PostgreSQL
+/// refuses, both fail the start with a message that never repeats it.
+#[tokio::test]
+async fn a_database_password_never_shows_in_errors() {
+    let cluster = crm_testkit::PgCluster::shared();
+    let refused = format!(
+        "postgres://crm:wrong-secret-4711@127.0.0.1:{}/postgres",
+        cluster.port()
+    );
+    for url in ["postgres://crm:wrong-secret-4711@/", refused.as_str()] {
+        let out = std::process::Command::new(binary())
+            .args([
+                "--database",
+                url,
+                "--log-level",
+                "trace",
+                "admin",
+                "list-projects",
+            ])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url} was accepted");
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(shown.contains("database"), "{shown}");
+        assert!(
+            !shown.contains("wrong-secret-4711"),
+            "the password shows: {shown}"
+        );
+    }
+}
