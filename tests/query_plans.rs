@@ -10,8 +10,58 @@ use crm_server::local::{Order, incremental_start_query, page_query};
 
 const ROWS: i64 = 20_000;
 
-/// The plan of `sql` with its parameters bound, one line per step.
+/// The plan of `sql` with its parameters bound, one line per step. On PostgreSQL also the
+/// generic plan, the one a prepared statement settles on after a few executions.
 async fn plan(server: &TestServer, sql: &str, binds: &[Bind]) -> Vec<String> {
+    let mut lines = custom_plan(server, sql, binds).await;
+    if server.db.kind() == StoreKind::Postgres {
+        lines.push("-- generic plan:".into());
+        lines.extend(generic_plan(server, sql, binds).await);
+    }
+    lines
+}
+
+/// PostgreSQL's generic plan of `sql`: prepared with typed parameters, then explained with
+/// `plan_cache_mode = force_generic_plan`, on one connection.
+async fn generic_plan(server: &TestServer, sql: &str, binds: &[Bind]) -> Vec<String> {
+    use sqlx::Executor;
+    let mut conn = server.db.pool().acquire().await.unwrap();
+    let types: Vec<&str> = binds
+        .iter()
+        .map(|b| match b {
+            Bind::Text(_) => "text",
+            Bind::Int(_) => "bigint",
+        })
+        .collect();
+    let args: Vec<String> = binds
+        .iter()
+        .map(|b| match b {
+            Bind::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            Bind::Int(i) => i.to_string(),
+        })
+        .collect();
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "SET plan_cache_mode = force_generic_plan; PREPARE planned({}) AS {sql}",
+        types.join(", ")
+    )))
+    .await
+    .unwrap();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN EXECUTE planned({})",
+        args.join(", ")
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    conn.execute("DEALLOCATE planned; RESET plan_cache_mode")
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| sqlx::Row::get::<String, _>(r, "QUERY PLAN"))
+        .collect()
+}
+
+async fn custom_plan(server: &TestServer, sql: &str, binds: &[Bind]) -> Vec<String> {
     let explain = match server.db.kind() {
         StoreKind::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
         StoreKind::Postgres => format!("EXPLAIN {sql}"),
