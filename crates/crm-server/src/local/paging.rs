@@ -126,10 +126,12 @@ pub async fn read_page(
                         from: "none".into(),
                     });
                 };
+                // Every record at the first position and after it; starting after the last
+                // record of the position before would read that whole position.
                 Position {
                     order,
-                    pos: pos.saturating_sub(1),
-                    seq: i64::MAX,
+                    pos,
+                    seq: i64::MIN,
                 }
             }
         },
