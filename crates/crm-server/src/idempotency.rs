@@ -61,33 +61,48 @@ impl IdempotencyStore for IdempotencyKeys {
         .await
         .map_err(internal)?;
         // Concurrent first claims of one key: one inserts, the others find its row (locked
-        // until the first commits, on PostgreSQL) and answer 409.
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at, claimed_at)
-             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (project_id, key) DO NOTHING",
-        )
-        .bind(&scope.project_id)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(timestamp(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
-        if inserted.rows_affected() == 1 {
-            tx.commit().await.map_err(internal)?;
-            return Ok(IdempotencyClaim::Proceed);
-        }
-        let row = sqlx::query(self.db.pick(
-            "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
-             WHERE project_id = $1 AND key = $2",
-            "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
-             WHERE project_id = $1 AND key = $2 FOR UPDATE",
-        ))
-        .bind(&scope.project_id)
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(internal)?;
+        // until the first commits, on PostgreSQL) and answer 409. A row found taken by the
+        // insert may be gone by the time it is read (another replica's sweep expired it):
+        // then the key is free, and the insert is tried again.
+        let mut attempts = 0;
+        let row = loop {
+            attempts += 1;
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at, claimed_at)
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (project_id, key) DO NOTHING",
+            )
+            .bind(&scope.project_id)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(timestamp(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+            if inserted.rows_affected() == 1 {
+                tx.commit().await.map_err(internal)?;
+                return Ok(IdempotencyClaim::Proceed);
+            }
+            let found = sqlx::query(self.db.pick(
+                "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
+                 WHERE project_id = $1 AND key = $2",
+                "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
+                 WHERE project_id = $1 AND key = $2 FOR UPDATE",
+            ))
+            .bind(&scope.project_id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(internal)?;
+            match found {
+                Some(row) => break row,
+                None if attempts < 3 => continue,
+                None => {
+                    return Err(ApiError::conflict(
+                        "this Idempotency-Key is being claimed and released by other requests; retry later",
+                    ));
+                }
+            }
+        };
         if row.get::<String, _>("fingerprint") != fingerprint {
             return Err(ApiError::unprocessable(
                 "Idempotency-Key",
