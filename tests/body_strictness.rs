@@ -8,6 +8,11 @@
 //! required property left out, an unknown property where `additionalProperties` is false.
 //! Each broken body must be refused with 400 or 422 in the contract's error shape.
 //!
+//! The reverse direction: a refusal for a reason the spec could have stated is a spec bug,
+//! so the baseline body is also sent with each value at a limit the schema allows (a
+//! string of exactly `minLength` or `maxLength` characters, an array of exactly `maxItems`
+//! items), and each must be accepted. Rules no schema can state are listed in the README.
+//!
 //! The checker is itself tested: documents made stricter than the server (a nullable
 //! field made non-nullable, an enum added to a free string) must produce findings.
 
@@ -38,11 +43,14 @@ struct Mutation {
     change: Change,
 }
 
-/// What a check found: the mutations sent per operation and every body wrongly accepted.
+/// What a check found: the mutations sent per operation and every body wrongly accepted;
+/// the bodies at the schema's limits sent and every one of them refused.
 #[derive(Default)]
 struct Report {
     sent: BTreeMap<String, usize>,
     findings: Vec<String>,
+    at_limits: usize,
+    refused_at_limits: Vec<String>,
 }
 
 struct Spec<'a> {
@@ -164,6 +172,21 @@ impl<'a> Spec<'a> {
             let long = "x".repeat(usize::try_from(max).expect("small") + 1);
             set(format!("{at} over maxLength {max}"), Value::String(long));
         }
+        if let Some(min) = schema
+            .get("minLength")
+            .and_then(Value::as_u64)
+            .filter(|m| *m > 0)
+        {
+            let short = "x".repeat(usize::try_from(min).expect("small") - 1);
+            set(format!("{at} under minLength {min}"), Value::String(short));
+        }
+        if let (Some(max), Value::Array(items)) =
+            (schema.get("maxItems").and_then(Value::as_u64), value)
+            && let Some(first) = items.first()
+        {
+            let many = vec![first.clone(); usize::try_from(max).expect("small") + 1];
+            set(format!("{at} over maxItems {max}"), Value::Array(many));
+        }
         match (typed, value) {
             (Some("object"), Value::Object(fields)) => {
                 for name in schema
@@ -205,6 +228,61 @@ impl<'a> Spec<'a> {
             (Some("array"), Value::Array(items)) => {
                 if let Some(first) = items.first() {
                     self.mutations(&schema["items"], first, &format!("{pointer}/0"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<'a> Spec<'a> {
+    /// Every value at a limit `schema` allows, in place of `value` (at `pointer`), and the
+    /// same for what it contains. Strings are made of `x`, which every pattern of the spec
+    /// accepts.
+    fn at_limits(&self, schema: &'a Value, value: &Value, pointer: &str, out: &mut Vec<Mutation>) {
+        let (schema, _) = self.resolve(schema);
+        let at = if pointer.is_empty() { "body" } else { pointer };
+        let mut set = |what: String, to: Value| {
+            out.push(Mutation {
+                what,
+                change: Change::Set(pointer.to_owned(), to),
+            })
+        };
+        for (limit, name) in [
+            ("minLength", "exactly minLength"),
+            ("maxLength", "exactly maxLength"),
+        ] {
+            if let Some(n) = schema.get(limit).and_then(Value::as_u64) {
+                let text = "x".repeat(usize::try_from(n).expect("small"));
+                set(format!("{at} of {name} {n}"), Value::String(text));
+            }
+        }
+        match (schema.get("type").and_then(Value::as_str), value) {
+            (Some("array"), Value::Array(items)) => {
+                if let (Some(first), Some(max)) = (
+                    items.first(),
+                    schema.get("maxItems").and_then(Value::as_u64),
+                ) {
+                    let many = vec![first.clone(); usize::try_from(max).expect("small")];
+                    set(
+                        format!("{at} of exactly maxItems {max}"),
+                        Value::Array(many),
+                    );
+                }
+                if let Some(first) = items.first() {
+                    self.at_limits(&schema["items"], first, &format!("{pointer}/0"), out);
+                }
+            }
+            (Some("object"), Value::Object(fields)) => {
+                let properties = schema.get("properties").and_then(Value::as_object);
+                let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+                for (name, inner) in fields {
+                    let Some(inner_schema) = properties.and_then(|p| p.get(name)).or(additional)
+                    else {
+                        continue;
+                    };
+                    let escaped = name.replace('~', "~0").replace('/', "~1");
+                    self.at_limits(inner_schema, inner, &format!("{pointer}/{escaped}"), out);
                 }
             }
             _ => {}
@@ -375,6 +453,21 @@ async fn check(doc: &Value, server: &TestServer, only: Option<&[&str]>) -> Repor
             continue;
         }
 
+        let mut limits = Vec::new();
+        spec.at_limits(schema, &baseline, "", &mut limits);
+        report.at_limits += limits.len();
+        for limit in limits {
+            let mut body = apply(&baseline, &limit.change);
+            fresh_external_id(&operation, &mut body, &ids, sender.serial);
+            let (status, reply) = sender.send(&method, &url, &body).await;
+            if !(200..300).contains(&status) {
+                report.refused_at_limits.push(format!(
+                    "{operation}: {} was answered {status}: {reply}",
+                    limit.what
+                ));
+            }
+        }
+
         let mut mutations = Vec::new();
         spec.mutations(schema, &baseline, "", &mut mutations);
         mutations.push(Mutation {
@@ -428,6 +521,20 @@ async fn every_body_the_spec_refuses_is_refused() {
         report.findings.is_empty(),
         "bodies the spec refuses were not refused:\n{}",
         report.findings.join("\n")
+    );
+    println!(
+        "body strictness: {} bodies at the schema's limits, {} refused",
+        report.at_limits,
+        report.refused_at_limits.len()
+    );
+    assert!(
+        report.at_limits >= 6,
+        "the limits of the spec are exercised"
+    );
+    assert!(
+        report.refused_at_limits.is_empty(),
+        "bodies the spec accepts, at its limits, were refused (a rule the spec could state):\n{}",
+        report.refused_at_limits.join("\n")
     );
     server.stop().await;
 }

@@ -1,7 +1,10 @@
 //! The reference page in a real browser: headless Chromium (Debian's `chromium`, driven
 //! through `chromedriver` over WebDriver) opens `/docs` on a running server and must show
 //! every Contacts operation, and load nothing from elsewhere; a screenshot is saved as
-//! `<target dir>/screenshots/docs.png`. When `CRM_REFERENCE_PAGE` names the published
+//! `<target dir>/screenshots/docs.png`. Then "Try it out" on List Contacts, with the test
+//! server's key, must answer 200 from that server, which runs on an ephemeral port: the
+//! served document names its server relatively (`servers: [{url: /}]`), not a fixed
+//! address (`try-it-out.png`). When `CRM_REFERENCE_PAGE` names the published
 //! `reference.html`, that file is checked the same way from disk (`reference.png`).
 //!
 //! Without `chromedriver` and `chromium` on the machine the test says so and passes, unless
@@ -211,6 +214,152 @@ async fn render_and_check(
     println!("screenshot of {url}: {}", path.display());
 }
 
+/// The WebDriver id of the first element matching `css`, waiting up to 30 s for it.
+async fn element(http: &reqwest::Client, session_url: &str, css: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = command(
+            http,
+            "POST",
+            &format!("{session_url}/elements"),
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .await;
+        if let Some(first) = found.as_array().and_then(|all| all.first()) {
+            return first
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(Value::as_str)
+                .expect("an element id")
+                .to_owned();
+        }
+        assert!(Instant::now() < deadline, "no element matches {css}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// On the reference page already open at `/docs`, runs List Contacts through Swagger UI's
+/// "Try it out" with the server's key and account, as a reader would: the request goes to
+/// the server the document names, and must come back 200 from the server under test.
+async fn try_it_out(http: &reqwest::Client, session_url: &str, server: &TestServer) {
+    let script = |source: &str, args: Value| json!({"script": source, "args": args});
+    command(
+        http,
+        "POST",
+        &format!("{session_url}/execute/sync"),
+        Some(script(
+            "window.ui.preauthorizeBasic('basic', arguments[0], ''); return true;",
+            json!([server.key]),
+        )),
+    )
+    .await;
+    let servers = command(
+        http,
+        "POST",
+        &format!("{session_url}/execute/sync"),
+        Some(script(
+            "return window.ui.specSelectors.servers().toJS().map(function (s) { return s.url; });",
+            json!([]),
+        )),
+    )
+    .await;
+    assert_eq!(servers, json!(["/"]), "the page's servers");
+    let operation = "#operations-Contacts-crm_list_contacts";
+    let click = |id: String| {
+        let url = format!("{session_url}/element/{id}/click");
+        async move { command(http, "POST", &url, Some(json!({}))).await }
+    };
+    // Expand the operation, then "Try it out".
+    click(
+        element(
+            http,
+            session_url,
+            &format!("{operation} .opblock-summary-control"),
+        )
+        .await,
+    )
+    .await;
+    click(element(http, session_url, &format!("{operation} .try-out__btn")).await).await;
+    // Swagger UI fills each parameter with its example: the account header gets the server's
+    // account, and `exclude_fields` is emptied (sent with the example of `fields`, it is 400).
+    let fill = |name: &'static str, value: String| async move {
+        let input = element(
+            http,
+            session_url,
+            &format!("{operation} tr[data-param-name=\"{name}\"] input"),
+        )
+        .await;
+        command(
+            http,
+            "POST",
+            &format!("{session_url}/element/{input}/clear"),
+            Some(json!({})),
+        )
+        .await;
+        // Typing (a key and its erasure when emptying) is what tells Swagger UI the new value.
+        let text = if value.is_empty() {
+            "x\u{E003}".to_owned()
+        } else {
+            value
+        };
+        command(
+            http,
+            "POST",
+            &format!("{session_url}/element/{input}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    };
+    fill("x-account-id", server.account_id.clone()).await;
+    fill("exclude_fields", String::new()).await;
+    click(element(http, session_url, &format!("{operation} .btn.execute")).await).await;
+    let status = element(
+        http,
+        session_url,
+        &format!("{operation} .live-responses-table .response .response-col_status"),
+    )
+    .await;
+    let text = command(
+        http,
+        "GET",
+        &format!("{session_url}/element/{status}/text"),
+        None,
+    )
+    .await;
+    let shown = command(
+        http,
+        "POST",
+        &format!("{session_url}/execute/sync"),
+        Some(script(
+            "return document.querySelector(arguments[0]).innerText;",
+            json!([format!("{operation} .responses-inner")]),
+        )),
+    )
+    .await;
+    let png = command(http, "GET", &format!("{session_url}/screenshot"), None).await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().expect("a base64 screenshot"))
+        .expect("base64");
+    std::fs::create_dir_all(screenshot_dir()).expect("screenshot directory");
+    std::fs::write(screenshot_dir().join("try-it-out.png"), &png).expect("screenshot written");
+    assert!(
+        text.as_str().unwrap_or_default().trim().starts_with("200"),
+        "Try it out on {} answered {text}:\n{}",
+        server.base_url,
+        shown
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .take(2000)
+            .collect::<String>()
+    );
+    let shown = shown.as_str().unwrap_or_default();
+    assert!(
+        shown.contains(&format!("{}/unified/crm/contacts", server.base_url)),
+        "the request did not go to the server under test:\n{shown}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_page_renders_the_contacts_operations() {
     let required = std::env::var("CRM_BROWSER_TEST").as_deref() == Ok("require");
@@ -254,6 +403,7 @@ async fn the_reference_page_renders_the_contacts_operations() {
 
     let docs = format!("{}/docs", server.base_url);
     render_and_check(&http, &session_url, &docs, &expected, "docs.png").await;
+    try_it_out(&http, &session_url, &server).await;
     // `.ci/publish-checks` also hands over the page `cargo xtask publish` wrote, which must
     // render the same from disk.
     if let Some(published) = std::env::var_os("CRM_REFERENCE_PAGE") {

@@ -3,7 +3,7 @@
 //! of the CRM contract (the document `crm_api::openapi()` emits).
 
 use conformance::TestServer;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const ROUTES: [&str; 4] = [
     "/openapi.json",
@@ -35,12 +35,21 @@ async fn fetch(server: &TestServer, route: &str) -> (String, String) {
 #[tokio::test]
 async fn the_server_serves_the_source_spec_in_every_form() {
     let server = TestServer::start().await;
-    let source_text = source_text();
+    // The spec as written, but for `servers`: the served documents name the relative URL
+    // `/` (the origin they were fetched from), not the developer's address in the source.
+    let written = source_text();
+    let source_text = crm_server::docs::with_server(&written, "/");
     let source = crm_spec::parse(&source_text).expect("crm.yaml parses");
+    let mut written = crm_spec::parse(&written).expect("crm.yaml parses");
+    written["servers"] = json!([{"url": "/", "description": "This server: the origin this document was fetched from"}]);
+    assert_eq!(source, written, "only servers differs from the source");
 
     let (kind, yaml) = fetch(&server, "/openapi.yaml").await;
     assert_eq!(kind, "application/yaml");
-    assert_eq!(yaml, source_text, "the YAML is the spec as written");
+    assert_eq!(
+        yaml, source_text,
+        "the YAML is the spec as written, with this server"
+    );
 
     let (kind, json) = fetch(&server, "/openapi.json").await;
     assert_eq!(kind, "application/json");
@@ -58,6 +67,28 @@ async fn the_server_serves_the_source_spec_in_every_form() {
     assert!(page.contains("SwaggerUIBundle"));
     assert!(page.contains("\"operationId\":\"crm_list_contacts\""));
     assert!(!page.contains("<script src"), "the page loads no script");
+    assert!(
+        !page.contains("127.0.0.1:8080"),
+        "the page names no fixed address"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_public_url_is_the_server_the_documents_name() {
+    let server = TestServer::start_with(crm_server::HttpSettings {
+        public_url: Some("https://crm.example.com".into()),
+        ..crm_server::HttpSettings::default()
+    })
+    .await;
+    let (_, json) = fetch(&server, "/openapi.json").await;
+    let json: Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(
+        json["servers"],
+        json!([{"url": "https://crm.example.com", "description": "This server"}])
+    );
+    let (_, page) = fetch(&server, "/docs").await;
+    assert!(page.contains("https://crm.example.com"));
     server.stop().await;
 }
 

@@ -71,8 +71,12 @@ enum SpecCommand {
     /// major was not raised.
     Check,
     /// Make openapi/crm.yaml the released spec (openapi/released/crm.yaml); needs a higher
-    /// info.version when anything changed.
-    Release,
+    /// info.version when anything changed. Records the release first in CHANGELOG.md.
+    Release {
+        /// Release notes written by hand (Markdown), put above the listed changes.
+        #[arg(long, value_name = "FILE")]
+        notes: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,7 +96,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             SpecCommand::Diff { emit } => spec_diff(emit),
             SpecCommand::Changelog => spec_changelog(),
             SpecCommand::Check => spec_check(),
-            SpecCommand::Release => spec_release(),
+            SpecCommand::Release { notes } => spec_release(notes),
         },
         Command::Publish { out } => publish(out),
         Command::Bench { bench } => bench::run(bench).map(|()| ExitCode::SUCCESS),
@@ -130,15 +134,25 @@ fn spec_check() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn spec_release() -> Result<ExitCode> {
-    let (changelog, outcome) = xtask::release::release(&workspace_root())?;
+fn spec_release(notes: Option<PathBuf>) -> Result<ExitCode> {
+    let notes = notes
+        .map(|path| {
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the release notes {}", path.display()))
+        })
+        .transpose()?;
+    let (changelog, outcome) = xtask::release::release(&workspace_root(), notes.as_deref())?;
     match outcome {
         ReleaseOutcome::NothingToRelease => {
             println!("{SPEC_PATH} is the released spec already; nothing to release");
         }
         ReleaseOutcome::Released { path, version } => {
             print!("{}", changelog.to_markdown());
-            println!("released {version}: wrote {}", path.display());
+            println!(
+                "released {version}: wrote {} and {}",
+                path.display(),
+                xtask::release::CHANGELOG_PATH
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::idempotency::ClaimedKey;
+use crate::metrics;
 use crate::service::{AccountScope, ApiKey, AppState, Write};
 
 /// The header naming the linked account a call acts on.
@@ -54,7 +55,8 @@ impl FromRequestParts<AppState> for AccountScope {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = api_key(&parts.headers)?;
+        let key = api_key(&parts.headers)
+            .inspect_err(|_| metrics::rejection(metrics::Rejection::Unauthorized))?;
         let account_id = parts
             .headers
             .get(ACCOUNT_HEADER)
@@ -71,7 +73,15 @@ impl FromRequestParts<AppState> for AccountScope {
                     .with("parameter", ACCOUNT_HEADER)
             })?
             .to_owned();
-        state.authorizer.authorize(&key, &account_id).await
+        state
+            .authorizer
+            .authorize(&key, &account_id)
+            .await
+            .inspect_err(|e| match e.status {
+                StatusCode::UNAUTHORIZED => metrics::rejection(metrics::Rejection::Unauthorized),
+                StatusCode::NOT_FOUND => metrics::rejection(metrics::Rejection::AccountNotFound),
+                _ => {}
+            })
     }
 }
 
@@ -170,6 +180,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             let status = rejection.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
+                metrics::rejection(metrics::Rejection::BodyTooLarge);
                 ApiError::new(status, "the request body is too large")
             } else {
                 ApiError::bad_request(format!("could not read the request body: {rejection}"))

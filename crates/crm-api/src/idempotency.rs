@@ -62,6 +62,9 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
     let mut probe = Request::new(body);
     *probe.extensions_mut() = parts.extensions.clone();
     let bytes = Bytes::from_request(probe, &()).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::metrics::rejection(crate::metrics::Rejection::BodyTooLarge);
+        }
         ApiError::new(rejection.status(), "the request body could not be read").into_response()
     })?;
     let fingerprint = fingerprint(&scope, &parts.method, parts.uri.path(), &bytes);
@@ -71,6 +74,7 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
         .await
         .map_err(IntoResponse::into_response)?;
     if let IdempotencyClaim::Replay(stored) = claim {
+        crate::metrics::idempotency_replay();
         return Ok(rebuild(stored, true));
     }
     parts.extensions.insert(ClaimedKey(key.clone()));

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod idempotency;
+pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod params;

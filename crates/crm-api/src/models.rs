@@ -25,6 +25,42 @@ fn free_form_object() -> ObjectBuilder {
         .additional_properties(Some(AdditionalProperties::FreeForm(true)))
 }
 
+/// The pattern of a name that must not be empty or only white space: one character that
+/// Rust's `str::trim` keeps (the server refuses a name that trims to nothing).
+pub const NOT_BLANK: &str = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+
+/// The schema of a mapping of unified names to definition names, neither of them blank
+/// (OpenAPI 3.0 cannot constrain the keys; the values are written down).
+fn mappings_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .pattern(Some(NOT_BLANK)),
+        ))
+        .into()
+}
+
+/// The pattern of an email address the server takes: one `@`, something before it, a dot
+/// inside the part after it (neither first nor last, never two in a row), and no white
+/// space or control character anywhere (crm-server's `custom_fields::is_email`; a
+/// conformance test holds the two together).
+pub const EMAIL: &str = r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+@[^@.\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+(\.[^@.\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+)+$";
+
+/// The schema of a list of email addresses, each matching [`EMAIL`].
+fn emails_schema() -> Schema {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(EMAIL)),
+        )
+        .into()
+}
+
 /// The schema of a free-form object.
 pub fn free_form_object_schema() -> Schema {
     free_form_object().into()
@@ -246,9 +282,9 @@ pub struct Contact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "Apple Inc.")]
     pub company_name: Option<String>,
-    /// List of contact email addresses
+    /// List of contact email addresses; each has one `@`, a dot inside the part after it, and no white space or control characters
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = json!(["steve@apple.com"]))]
+    #[schema(schema_with = emails_schema, example = json!(["steve@apple.com"]))]
     pub emails: Option<Vec<String>>,
     /// List of contact phone numbers
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -371,17 +407,21 @@ pub struct CrmCreateContactRequestDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "Steve")]
     pub first_name: Option<String>,
-    /// The contact last name
+    /// The contact last name; required on create, and never empty or only white space
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "Wozniak")]
+    #[schema(
+        example = "Wozniak",
+        min_length = 1,
+        pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub last_name: Option<String>,
     /// The contact company name
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "Apple Inc.")]
     pub company_name: Option<String>,
-    /// List of contact email addresses
+    /// List of contact email addresses; each has one `@`, a dot inside the part after it, and no white space or control characters
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = json!(["steve@apple.com"]))]
+    #[schema(schema_with = emails_schema, example = json!(["steve@apple.com"]))]
     pub emails: Option<Vec<String>>,
     /// List of contact phone numbers
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -560,9 +600,13 @@ pub struct ContactUrl {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactEmailAddress {
-    /// The email address
+    /// The email address, with one `@`, a dot inside the part after it, and no white space or control characters
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "steve@apple.com")]
+    #[schema(
+        example = "steve@apple.com",
+        nullable = false,
+        pattern = r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+@[^@.\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+(\.[^@.\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+)+$"
+    )]
     pub email: Option<String>,
     /// The kind of address (work, personal, ...)
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -589,7 +633,7 @@ pub enum PhoneType {
 pub struct ContactPhoneNumber {
     /// The phone number
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "123-456-7890")]
+    #[schema(example = "123-456-7890", nullable = false)]
     pub number: Option<String>,
     /// The extension
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -638,8 +682,8 @@ pub struct ContactAddress {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnifiedCustomFields {
-    /// Unified name → the `name` of a contact custom field definition.
-    #[schema(example = json!({"my_project_custom_field_1": "Training Completion Status"}))]
+    /// Unified name → the `name` of a contact custom field definition. Neither may be empty or only white space.
+    #[schema(schema_with = mappings_schema, example = json!({"my_project_custom_field_1": "Training Completion Status"}))]
     pub mappings: std::collections::BTreeMap<String, String>,
 }
 
@@ -953,9 +997,14 @@ pub struct List {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrmCreateListRequestDto {
-    /// The list name
+    /// The list name; required on create, and never empty or only white space
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "Key customers")]
+    #[schema(
+        example = "Key customers",
+        nullable = false,
+        min_length = 1,
+        pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// The type of the list; `contacts` when not given on create.
     #[serde(
@@ -975,8 +1024,8 @@ pub struct CrmCreateListRequestDto {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrmListItemsRequestDto {
-    /// The ids of the contacts (or, on a companies list, accounts) to add.
-    #[schema(example = json!(["8187e5da-dc77-475e-9949-af0f1fa4e4e3"]))]
+    /// The ids of the contacts (or, on a companies list, accounts) to add, at most 1000.
+    #[schema(max_items = 1000, example = json!(["8187e5da-dc77-475e-9949-af0f1fa4e4e3"]))]
     pub item_ids: Vec<String>,
 }
 
@@ -1057,9 +1106,14 @@ pub struct CustomFieldDefinition {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrmCreateCustomFieldDefinitionRequestDto {
-    /// The name of the custom field; required on create.
+    /// The name of the custom field; required on create, and never empty or only white space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "Training Completion Status")]
+    #[schema(
+        example = "Training Completion Status",
+        nullable = false,
+        min_length = 1,
+        pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// What the custom field holds
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -229,7 +229,27 @@ const LINKS: &[OperationLink] = &[
         CREATED,
     ),
     link("crm_create_list", "200", "ListLists", "crm_list_lists", &[]),
+    link(
+        "crm_create_list",
+        "200",
+        "RemoveListItem",
+        "crm_remove_list_item",
+        &[
+            ("id", "$response.body#/data/id"),
+            ("item_id", "$response.body#/data/items/0/id"),
+        ],
+    ),
     link("crm_update_list", "200", "GetList", "crm_get_list", SAME),
+    link(
+        "crm_update_list",
+        "200",
+        "RemoveListItem",
+        "crm_remove_list_item",
+        &[
+            ("id", "$request.path.id"),
+            ("item_id", "$response.body#/data/items/0/id"),
+        ],
+    ),
     link("crm_add_list_items", "200", "GetList", "crm_get_list", SAME),
     link(
         "crm_add_list_items",
@@ -299,7 +319,7 @@ most 100) and, while more remain, an opaque `next` cursor to pass back unchanged
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Unified CRM API", version = "1.0.0", license(name = "Apache-2.0")),
+    info(title = "Unified CRM API", version = "2.0.0", license(name = "Apache-2.0")),
     servers((url = "http://127.0.0.1:8080", description = "A server started locally with `cargo run -p crm-server -- serve`")),
     security(("basic" = []), ("bearer" = [])),
     tags(

@@ -196,14 +196,16 @@ pub(crate) struct RecordPath {
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 pub(crate) struct IdempotencyHeader {
-    /// A key of your choice (at most 255 characters) that makes the request safe to retry: a
-    /// retry with the same key and body within 24 hours returns the first response and
-    /// changes nothing; the same key with another body is 422; a retry while the first
-    /// request is still running is 409.
+    /// A key of your choice, 1 to 255 visible ASCII characters (spaces only between them), that
+    /// makes the request safe to retry: a retry with the same key and body within 24 hours
+    /// returns the first response and changes nothing; the same key with another body is 422;
+    /// a retry while the first request is still running is 409.
     #[param(
         rename = "Idempotency-Key",
         nullable = false,
+        min_length = 1,
         max_length = 255,
+        pattern = r"^[!-~]([\t -~]*[!-~])?$",
         example = "5f1c9a52-6b1b-4a55-8f0b-2d0f4a0b8f9e"
     )]
     idempotency_key: Option<String>,
@@ -214,10 +216,11 @@ pub(crate) struct IdempotencyHeader {
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 pub(crate) struct IfMatchHeader {
-    /// Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
+    /// Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes. ASCII only.
     #[param(
         rename = "If-Match",
         nullable = false,
+        pattern = r"^[\t -~]*$",
         example = "\"3f2a9c1b7d4e5f60\""
     )]
     if_match: Option<String>,
@@ -303,7 +306,12 @@ pub(crate) struct PageParams {
     #[param(nullable = false)]
     page: Option<String>,
     /// The number of records per page, a whole number from 1 to 100 written as a string.
-    #[param(nullable = false, default = "25", example = "25")]
+    #[param(
+        nullable = false,
+        default = "25",
+        example = "25",
+        pattern = r"^\+?0*([1-9][0-9]?|100)$"
+    )]
     page_size: Option<String>,
     /// The cursor of the next page, as returned in `next` by the previous page.
     #[param(nullable = false)]

@@ -159,9 +159,9 @@ pub mod types {
         ///The contact's email addresses with their types; kept consistent with `emails`
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub email_addresses: ::std::option::Option<::std::vec::Vec<ContactEmailAddress>>,
-        ///List of contact email addresses
+        ///List of contact email addresses; each has one `@`, a dot inside the part after it, and no white space or control characters
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub emails: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        pub emails: ::std::option::Option<::std::vec::Vec<ContactEmailsItem>>,
         ///The version of the contact; changes on every write. Send it back in `If-Match` to update only this version
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub etag: ::std::option::Option<::std::string::String>,
@@ -308,9 +308,9 @@ pub mod types {
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     #[serde(deny_unknown_fields)]
     pub struct ContactEmailAddress {
-        ///The email address
+        ///The email address, with one `@`, a dot inside the part after it, and no white space or control characters
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub email: ::std::option::Option<::std::string::String>,
+        pub email: ::std::option::Option<ContactEmailAddressEmail>,
         ///The kind of address (work, personal, ...)
         #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
         pub type_: ::std::option::Option<::std::string::String>,
@@ -318,6 +318,134 @@ pub mod types {
     impl ContactEmailAddress {
         pub fn builder() -> builder::ContactEmailAddress {
             Default::default()
+        }
+    }
+    ///The email address, with one `@`, a dot inside the part after it, and no white space or control characters
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ContactEmailAddressEmail(::std::string::String);
+    impl ::std::ops::Deref for ContactEmailAddressEmail {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<ContactEmailAddressEmail> for ::std::string::String {
+        fn from(value: ContactEmailAddressEmail) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for ContactEmailAddressEmail {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "^[^@\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+(\\.[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+)+$",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^[^@\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+(\\.[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+)+$\""
+                        .into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for ContactEmailAddressEmail {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for ContactEmailAddressEmail {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for ContactEmailAddressEmail {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`ContactEmailsItem`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ContactEmailsItem(::std::string::String);
+    impl ::std::ops::Deref for ContactEmailsItem {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<ContactEmailsItem> for ::std::string::String {
+        fn from(value: ContactEmailsItem) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for ContactEmailsItem {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "^[^@\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+(\\.[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+)+$",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^[^@\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+(\\.[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+)+$\""
+                        .into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for ContactEmailsItem {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for ContactEmailsItem {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for ContactEmailsItem {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
         }
     }
     ///A reference to the user who owns a record.
@@ -1609,6 +1737,14 @@ pub mod types {
             if value.chars().count() > 255usize {
                 return Err("longer than 255 characters".into());
             }
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[!-~]([\\t -~]*[!-~])?$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[!-~]([\\t -~]*[!-~])?$\"".into());
+            }
             Ok(Self(value.to_string()))
         }
     }
@@ -1663,6 +1799,14 @@ pub mod types {
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             if value.chars().count() > 255usize {
                 return Err("longer than 255 characters".into());
+            }
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[!-~]([\\t -~]*[!-~])?$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[!-~]([\\t -~]*[!-~])?$\"".into());
             }
             Ok(Self(value.to_string()))
         }
@@ -1761,6 +1905,14 @@ pub mod types {
             if value.chars().count() > 255usize {
                 return Err("longer than 255 characters".into());
             }
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[!-~]([\\t -~]*[!-~])?$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[!-~]([\\t -~]*[!-~])?$\"".into());
+            }
             Ok(Self(value.to_string()))
         }
     }
@@ -1817,6 +1969,14 @@ pub mod types {
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             if value.chars().count() > 255usize {
                 return Err("longer than 255 characters".into());
+            }
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[!-~]([\\t -~]*[!-~])?$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[!-~]([\\t -~]*[!-~])?$\"".into());
             }
             Ok(Self(value.to_string()))
         }
@@ -1892,9 +2052,11 @@ none; when it sends both, they must list the same addresses in the same order.
         ///The contact's email addresses with their types; kept consistent with `emails`
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub email_addresses: ::std::option::Option<::std::vec::Vec<ContactEmailAddress>>,
-        ///List of contact email addresses
+        ///List of contact email addresses; each has one `@`, a dot inside the part after it, and no white space or control characters
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub emails: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        pub emails: ::std::option::Option<
+            ::std::vec::Vec<CrmCreateContactRequestDtoEmailsItem>,
+        >,
         ///The version the update applies to, like `If-Match`; when it differs from the current etag the update fails with 412
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub etag: ::std::option::Option<::std::string::String>,
@@ -1912,9 +2074,9 @@ none; when it sends both, they must list the same addresses in the same order.
         pub last_activity_at: ::std::option::Option<
             ::chrono::DateTime<::chrono::offset::Utc>,
         >,
-        ///The contact last name
+        ///The contact last name; required on create, and never empty or only white space
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub last_name: ::std::option::Option<::std::string::String>,
+        pub last_name: ::std::option::Option<CrmCreateContactRequestDtoLastName>,
         ///Where the contact came from
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub lead_source: ::std::option::Option<::std::string::String>,
@@ -1963,6 +2125,141 @@ none; when it sends both, they must list the same addresses in the same order.
             Default::default()
         }
     }
+    ///`CrmCreateContactRequestDtoEmailsItem`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmCreateContactRequestDtoEmailsItem(::std::string::String);
+    impl ::std::ops::Deref for CrmCreateContactRequestDtoEmailsItem {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmCreateContactRequestDtoEmailsItem>
+    for ::std::string::String {
+        fn from(value: CrmCreateContactRequestDtoEmailsItem) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmCreateContactRequestDtoEmailsItem {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "^[^@\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+(\\.[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+)+$",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^[^@\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+(\\.[^@.\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+)+$\""
+                        .into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmCreateContactRequestDtoEmailsItem {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmCreateContactRequestDtoEmailsItem {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmCreateContactRequestDtoEmailsItem {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///The contact last name; required on create, and never empty or only white space
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmCreateContactRequestDtoLastName(::std::string::String);
+    impl ::std::ops::Deref for CrmCreateContactRequestDtoLastName {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmCreateContactRequestDtoLastName>
+    for ::std::string::String {
+        fn from(value: CrmCreateContactRequestDtoLastName) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmCreateContactRequestDtoLastName {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "[^\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"[^\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]\""
+                        .into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmCreateContactRequestDtoLastName {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmCreateContactRequestDtoLastName {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmCreateContactRequestDtoLastName {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
     ///The fields of a custom field definition to create or update.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     #[serde(deny_unknown_fields)]
@@ -1970,9 +2267,9 @@ none; when it sends both, they must list the same addresses in the same order.
         ///What the custom field holds
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub description: ::std::option::Option<::std::string::String>,
-        ///The name of the custom field; required on create.
+        ///The name of the custom field; required on create, and never empty or only white space.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub name: ::std::option::Option<::std::string::String>,
+        pub name: ::std::option::Option<CrmCreateCustomFieldDefinitionRequestDtoName>,
         ///The options of a select field
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub options: ::std::option::Option<::std::vec::Vec<CustomFieldOption>>,
@@ -1988,6 +2285,76 @@ none; when it sends both, they must list the same addresses in the same order.
     impl CrmCreateCustomFieldDefinitionRequestDto {
         pub fn builder() -> builder::CrmCreateCustomFieldDefinitionRequestDto {
             Default::default()
+        }
+    }
+    ///The name of the custom field; required on create, and never empty or only white space.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmCreateCustomFieldDefinitionRequestDtoName(::std::string::String);
+    impl ::std::ops::Deref for CrmCreateCustomFieldDefinitionRequestDtoName {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmCreateCustomFieldDefinitionRequestDtoName>
+    for ::std::string::String {
+        fn from(value: CrmCreateCustomFieldDefinitionRequestDtoName) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmCreateCustomFieldDefinitionRequestDtoName {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "[^\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"[^\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]\""
+                        .into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmCreateCustomFieldDefinitionRequestDtoName {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmCreateCustomFieldDefinitionRequestDtoName {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de>
+    for CrmCreateCustomFieldDefinitionRequestDtoName {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
         }
     }
     ///`CrmCreateListIdempotencyKey`
@@ -2012,6 +2379,14 @@ none; when it sends both, they must list the same addresses in the same order.
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             if value.chars().count() > 255usize {
                 return Err("longer than 255 characters".into());
+            }
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[!-~]([\\t -~]*[!-~])?$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[!-~]([\\t -~]*[!-~])?$\"".into());
             }
             Ok(Self(value.to_string()))
         }
@@ -2048,9 +2423,9 @@ none; when it sends both, they must list the same addresses in the same order.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     #[serde(deny_unknown_fields)]
     pub struct CrmCreateListRequestDto {
-        ///The list name
+        ///The list name; required on create, and never empty or only white space
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub name: ::std::option::Option<::std::string::String>,
+        pub name: ::std::option::Option<CrmCreateListRequestDtoName>,
         ///Value to pass through to the provider
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub passthrough: ::std::option::Option<
@@ -2065,16 +2440,619 @@ none; when it sends both, they must list the same addresses in the same order.
             Default::default()
         }
     }
+    ///The list name; required on create, and never empty or only white space
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmCreateListRequestDtoName(::std::string::String);
+    impl ::std::ops::Deref for CrmCreateListRequestDtoName {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmCreateListRequestDtoName> for ::std::string::String {
+        fn from(value: CrmCreateListRequestDtoName) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmCreateListRequestDtoName {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "[^\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"[^\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]\""
+                        .into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmCreateListRequestDtoName {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for CrmCreateListRequestDtoName {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmCreateListRequestDtoName {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmGetContactCustomFieldDefinitionPageSize`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmGetContactCustomFieldDefinitionPageSize(::std::string::String);
+    impl ::std::ops::Deref for CrmGetContactCustomFieldDefinitionPageSize {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmGetContactCustomFieldDefinitionPageSize>
+    for ::std::string::String {
+        fn from(value: CrmGetContactCustomFieldDefinitionPageSize) -> Self {
+            value.0
+        }
+    }
+    impl ::std::default::Default for CrmGetContactCustomFieldDefinitionPageSize {
+        fn default() -> Self {
+            CrmGetContactCustomFieldDefinitionPageSize("25".to_string())
+        }
+    }
+    impl ::std::str::FromStr for CrmGetContactCustomFieldDefinitionPageSize {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^\\+?0*([1-9][0-9]?|100)$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^\\+?0*([1-9][0-9]?|100)$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmGetContactCustomFieldDefinitionPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmGetContactCustomFieldDefinitionPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmGetContactCustomFieldDefinitionPageSize {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmListAccountsPageSize`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmListAccountsPageSize(::std::string::String);
+    impl ::std::ops::Deref for CrmListAccountsPageSize {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmListAccountsPageSize> for ::std::string::String {
+        fn from(value: CrmListAccountsPageSize) -> Self {
+            value.0
+        }
+    }
+    impl ::std::default::Default for CrmListAccountsPageSize {
+        fn default() -> Self {
+            CrmListAccountsPageSize("25".to_string())
+        }
+    }
+    impl ::std::str::FromStr for CrmListAccountsPageSize {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^\\+?0*([1-9][0-9]?|100)$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^\\+?0*([1-9][0-9]?|100)$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmListAccountsPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for CrmListAccountsPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmListAccountsPageSize {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmListContactCustomFieldDefinitionsPageSize`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmListContactCustomFieldDefinitionsPageSize(::std::string::String);
+    impl ::std::ops::Deref for CrmListContactCustomFieldDefinitionsPageSize {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmListContactCustomFieldDefinitionsPageSize>
+    for ::std::string::String {
+        fn from(value: CrmListContactCustomFieldDefinitionsPageSize) -> Self {
+            value.0
+        }
+    }
+    impl ::std::default::Default for CrmListContactCustomFieldDefinitionsPageSize {
+        fn default() -> Self {
+            CrmListContactCustomFieldDefinitionsPageSize("25".to_string())
+        }
+    }
+    impl ::std::str::FromStr for CrmListContactCustomFieldDefinitionsPageSize {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^\\+?0*([1-9][0-9]?|100)$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^\\+?0*([1-9][0-9]?|100)$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmListContactCustomFieldDefinitionsPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmListContactCustomFieldDefinitionsPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de>
+    for CrmListContactCustomFieldDefinitionsPageSize {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmListContactsPageSize`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmListContactsPageSize(::std::string::String);
+    impl ::std::ops::Deref for CrmListContactsPageSize {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmListContactsPageSize> for ::std::string::String {
+        fn from(value: CrmListContactsPageSize) -> Self {
+            value.0
+        }
+    }
+    impl ::std::default::Default for CrmListContactsPageSize {
+        fn default() -> Self {
+            CrmListContactsPageSize("25".to_string())
+        }
+    }
+    impl ::std::str::FromStr for CrmListContactsPageSize {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^\\+?0*([1-9][0-9]?|100)$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^\\+?0*([1-9][0-9]?|100)$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmListContactsPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for CrmListContactsPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmListContactsPageSize {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
     ///Records to add to a list.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct CrmListItemsRequestDto {
-        ///The ids of the contacts (or, on a companies list, accounts) to add.
+        ///The ids of the contacts (or, on a companies list, accounts) to add, at most 1000.
         pub item_ids: ::std::vec::Vec<::std::string::String>,
     }
     impl CrmListItemsRequestDto {
         pub fn builder() -> builder::CrmListItemsRequestDto {
             Default::default()
+        }
+    }
+    ///`CrmListListsPageSize`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmListListsPageSize(::std::string::String);
+    impl ::std::ops::Deref for CrmListListsPageSize {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmListListsPageSize> for ::std::string::String {
+        fn from(value: CrmListListsPageSize) -> Self {
+            value.0
+        }
+    }
+    impl ::std::default::Default for CrmListListsPageSize {
+        fn default() -> Self {
+            CrmListListsPageSize("25".to_string())
+        }
+    }
+    impl ::std::str::FromStr for CrmListListsPageSize {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^\\+?0*([1-9][0-9]?|100)$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^\\+?0*([1-9][0-9]?|100)$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmListListsPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for CrmListListsPageSize {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmListListsPageSize {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmUpdateAccountIfMatch`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmUpdateAccountIfMatch(::std::string::String);
+    impl ::std::ops::Deref for CrmUpdateAccountIfMatch {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmUpdateAccountIfMatch> for ::std::string::String {
+        fn from(value: CrmUpdateAccountIfMatch) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmUpdateAccountIfMatch {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[\\t -~]*$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[\\t -~]*$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmUpdateAccountIfMatch {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for CrmUpdateAccountIfMatch {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmUpdateAccountIfMatch {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmUpdateContactByExternalIdIfMatch`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmUpdateContactByExternalIdIfMatch(::std::string::String);
+    impl ::std::ops::Deref for CrmUpdateContactByExternalIdIfMatch {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmUpdateContactByExternalIdIfMatch>
+    for ::std::string::String {
+        fn from(value: CrmUpdateContactByExternalIdIfMatch) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmUpdateContactByExternalIdIfMatch {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[\\t -~]*$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[\\t -~]*$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmUpdateContactByExternalIdIfMatch {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CrmUpdateContactByExternalIdIfMatch {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmUpdateContactByExternalIdIfMatch {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmUpdateContactIfMatch`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmUpdateContactIfMatch(::std::string::String);
+    impl ::std::ops::Deref for CrmUpdateContactIfMatch {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmUpdateContactIfMatch> for ::std::string::String {
+        fn from(value: CrmUpdateContactIfMatch) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmUpdateContactIfMatch {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[\\t -~]*$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[\\t -~]*$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmUpdateContactIfMatch {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for CrmUpdateContactIfMatch {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmUpdateContactIfMatch {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`CrmUpdateListIfMatch`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CrmUpdateListIfMatch(::std::string::String);
+    impl ::std::ops::Deref for CrmUpdateListIfMatch {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CrmUpdateListIfMatch> for ::std::string::String {
+        fn from(value: CrmUpdateListIfMatch) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CrmUpdateListIfMatch {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[\\t -~]*$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[\\t -~]*$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CrmUpdateListIfMatch {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for CrmUpdateListIfMatch {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CrmUpdateListIfMatch {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
         }
     }
     ///The definition of a custom field.
@@ -2814,15 +3792,84 @@ none; when it sends both, they must list the same addresses in the same order.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct UnifiedCustomFields {
-        ///Unified name → the `name` of a contact custom field definition.
+        ///Unified name → the `name` of a contact custom field definition. Neither may be empty or only white space.
         pub mappings: ::std::collections::HashMap<
             ::std::string::String,
-            ::std::string::String,
+            UnifiedCustomFieldsMappingsValue,
         >,
     }
     impl UnifiedCustomFields {
         pub fn builder() -> builder::UnifiedCustomFields {
             Default::default()
+        }
+    }
+    ///`UnifiedCustomFieldsMappingsValue`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct UnifiedCustomFieldsMappingsValue(::std::string::String);
+    impl ::std::ops::Deref for UnifiedCustomFieldsMappingsValue {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<UnifiedCustomFieldsMappingsValue>
+    for ::std::string::String {
+        fn from(value: UnifiedCustomFieldsMappingsValue) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for UnifiedCustomFieldsMappingsValue {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "[^\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"[^\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]\""
+                        .into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for UnifiedCustomFieldsMappingsValue {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for UnifiedCustomFieldsMappingsValue {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for UnifiedCustomFieldsMappingsValue {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
         }
     }
     ///The unified custom field mapping of the project.
@@ -3526,7 +4573,7 @@ none; when it sends both, they must list the same addresses in the same order.
                 ::std::string::String,
             >,
             emails: ::std::result::Result<
-                ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                ::std::option::Option<::std::vec::Vec<super::ContactEmailsItem>>,
                 ::std::string::String,
             >,
             etag: ::std::result::Result<
@@ -3831,7 +4878,7 @@ none; when it sends both, they must list the same addresses in the same order.
             pub fn emails<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<
-                    ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                    ::std::option::Option<::std::vec::Vec<super::ContactEmailsItem>>,
                 >,
                 T::Error: ::std::fmt::Display,
             {
@@ -4521,7 +5568,7 @@ none; when it sends both, they must list the same addresses in the same order.
         #[derive(Clone, Debug)]
         pub struct ContactEmailAddress {
             email: ::std::result::Result<
-                ::std::option::Option<::std::string::String>,
+                ::std::option::Option<super::ContactEmailAddressEmail>,
                 ::std::string::String,
             >,
             type_: ::std::result::Result<
@@ -4540,7 +5587,9 @@ none; when it sends both, they must list the same addresses in the same order.
         impl ContactEmailAddress {
             pub fn email<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::ContactEmailAddressEmail>,
+                >,
                 T::Error: ::std::fmt::Display,
             {
                 self.email = value
@@ -5303,7 +6352,9 @@ none; when it sends both, they must list the same addresses in the same order.
                 ::std::string::String,
             >,
             emails: ::std::result::Result<
-                ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                ::std::option::Option<
+                    ::std::vec::Vec<super::CrmCreateContactRequestDtoEmailsItem>,
+                >,
                 ::std::string::String,
             >,
             etag: ::std::result::Result<
@@ -5327,7 +6378,7 @@ none; when it sends both, they must list the same addresses in the same order.
                 ::std::string::String,
             >,
             last_name: ::std::result::Result<
-                ::std::option::Option<::std::string::String>,
+                ::std::option::Option<super::CrmCreateContactRequestDtoLastName>,
                 ::std::string::String,
             >,
             lead_source: ::std::result::Result<
@@ -5558,7 +6609,9 @@ none; when it sends both, they must list the same addresses in the same order.
             pub fn emails<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<
-                    ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                    ::std::option::Option<
+                        ::std::vec::Vec<super::CrmCreateContactRequestDtoEmailsItem>,
+                    >,
                 >,
                 T::Error: ::std::fmt::Display,
             {
@@ -5633,7 +6686,9 @@ none; when it sends both, they must list the same addresses in the same order.
             }
             pub fn last_name<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::CrmCreateContactRequestDtoLastName>,
+                >,
                 T::Error: ::std::fmt::Display,
             {
                 self.last_name = value
@@ -5890,7 +6945,9 @@ none; when it sends both, they must list the same addresses in the same order.
                 ::std::string::String,
             >,
             name: ::std::result::Result<
-                ::std::option::Option<::std::string::String>,
+                ::std::option::Option<
+                    super::CrmCreateCustomFieldDefinitionRequestDtoName,
+                >,
                 ::std::string::String,
             >,
             options: ::std::result::Result<
@@ -5934,7 +6991,11 @@ none; when it sends both, they must list the same addresses in the same order.
             }
             pub fn name<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<
+                        super::CrmCreateCustomFieldDefinitionRequestDtoName,
+                    >,
+                >,
                 T::Error: ::std::fmt::Display,
             {
                 self.name = value
@@ -6019,7 +7080,7 @@ none; when it sends both, they must list the same addresses in the same order.
         #[derive(Clone, Debug)]
         pub struct CrmCreateListRequestDto {
             name: ::std::result::Result<
-                ::std::option::Option<::std::string::String>,
+                ::std::option::Option<super::CrmCreateListRequestDtoName>,
                 ::std::string::String,
             >,
             passthrough: ::std::result::Result<
@@ -6045,7 +7106,9 @@ none; when it sends both, they must list the same addresses in the same order.
         impl CrmCreateListRequestDto {
             pub fn name<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::CrmCreateListRequestDtoName>,
+                >,
                 T::Error: ::std::fmt::Display,
             {
                 self.name = value
@@ -7622,7 +8685,7 @@ none; when it sends both, they must list the same addresses in the same order.
             mappings: ::std::result::Result<
                 ::std::collections::HashMap<
                     ::std::string::String,
-                    ::std::string::String,
+                    super::UnifiedCustomFieldsMappingsValue,
                 >,
                 ::std::string::String,
             >,
@@ -7640,7 +8703,7 @@ none; when it sends both, they must list the same addresses in the same order.
                 T: ::std::convert::TryInto<
                     ::std::collections::HashMap<
                         ::std::string::String,
-                        ::std::string::String,
+                        super::UnifiedCustomFieldsMappingsValue,
                     >,
                 >,
                 T::Error: ::std::fmt::Display,
@@ -7766,8 +8829,18 @@ your project), named by the required `x-account-id` header.
 **Pagination.** List operations return at most `page_size` records (default 25, at
 most 100) and, while more remain, an opaque `next` cursor to pass back unchanged.
 
+**Changes in 2.0.0.** The schemas now state rules the server already enforced in 1.0.0:
+`Idempotency-Key` is 1 to 255 visible ASCII characters, `If-Match` ASCII, `page_size` a
+whole number from 1 to 100, names (`last_name`, a list's and a custom field definition's `name`, the
+definition names of the unified custom field mapping) are never empty or only white
+space, an email address has one `@` and a dotted domain and no white space or control
+characters, and a list takes at most 1000 `item_ids` in one call. The server refused these
+values before as it does now: no request it accepted is refused. The major version is
+raised only because the schemas are stricter. The rules no schema can state are listed
+in each operation's description.
 
-Version: 1.0.0*/
+
+Version: 2.0.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -7803,7 +8876,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.0.0"
+        "2.0.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -7820,6 +8893,11 @@ impl Client {
     /**List Contacts
 
 Lists the contacts of the linked account, oldest first, one page at a time.
+
+Refused although the schema allows it (rules this schema does not state):
+- `fields` together with `exclude_fields` (400, `data.parameter` `exclude_fields`);
+- a `next` (or `page`) that is not the `next` of an earlier page (400, `data.parameter` `next`).
+
 
 Sends a `GET` request to `/unified/crm/contacts`
 
@@ -7856,13 +8934,21 @@ let response = client.crm_list_contacts()
 
 Creates a contact in the linked account and returns it. Answers 200, not 201.
 
+Refused although the schema allows it (rules this schema does not state):
+- no `last_name`, or `last_name: null` (422, `data.field` `last_name`): the body's model is shared with Update Contact, where it is optional;
+- an `id` or `etag` in the body (422, `data.field` `id` / `etag`): both are the server's to assign;
+- `emails` and `email_addresses`, or `phone_numbers` and `typed_phone_numbers`, both sent but listing different values (422, `data.field` `emails` / `phone_numbers`): each pair describes one list;
+- custom field values that do not fit their definition, an entry with neither `id` nor `name`, or one definition given twice (422, `data.field` `custom_fields[...]`);
+- an `Idempotency-Key` already used with another body (422, `data.field` `Idempotency-Key`).
+
+
 Sends a `POST` request to `/unified/crm/contacts`
 
 Arguments:
-- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
-retry with the same key and body within 24 hours returns the first response and
-changes nothing; the same key with another body is 422; a retry while the first
-request is still running is 409.
+- `idempotency_key`: A key of your choice, 1 to 255 visible ASCII characters (spaces only between them), that
+makes the request safe to retry: a retry with the same key and body within 24 hours
+returns the first response and changes nothing; the same key with another body is 422;
+a retry while the first request is still running is 409.
 
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
@@ -7880,6 +8966,10 @@ let response = client.crm_create_contact()
     /**Get Contact
 
 Returns one contact of the linked account.
+
+Refused although the schema allows it (rules this schema does not state):
+- `fields` together with `exclude_fields` (400, `data.parameter` `exclude_fields`).
+
 
 Sends a `GET` request to `/unified/crm/contacts/{id}`
 
@@ -7928,12 +9018,19 @@ let response = client.crm_delete_contact()
 Updates a contact. Only the fields present in the body change; a field sent as
 `null` is cleared. The body has the same model as Create Contact.
 
+Refused although the schema allows it (rules this schema does not state):
+- `last_name: null`, which would clear a required field (422, `data.field` `last_name`);
+- a body `id` that is not the contact's (422, `data.field` `id`);
+- `emails` and `email_addresses`, or `phone_numbers` and `typed_phone_numbers`, both sent but listing different values (422, `data.field` `emails` / `phone_numbers`): each pair describes one list;
+- custom field values that do not fit their definition, an entry with neither `id` nor `name`, or one definition given twice (422, `data.field` `custom_fields[...]`);
+- a stale `If-Match` or body `etag` (412).
+
 
 Sends a `PATCH` request to `/unified/crm/contacts/{id}`
 
 Arguments:
 - `id`: The id of the record.
-- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
+- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes. ASCII only.
 - `prefer`: `return=minimal` answers 204 with no body; `return=representation` (the default) returns the record.
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
@@ -7956,12 +9053,19 @@ Updates the contact whose `external_id` is the one in the path, like Update Cont
 If the body carries an `id`, it must equal the contact's id (422 otherwise): an
 update never changes an id.
 
+Refused although the schema allows it (rules this schema does not state):
+- `last_name: null`, which would clear a required field (422, `data.field` `last_name`);
+- a body `id` that is not the contact's (422, `data.field` `id`);
+- `emails` and `email_addresses`, or `phone_numbers` and `typed_phone_numbers`, both sent but listing different values (422, `data.field` `emails` / `phone_numbers`): each pair describes one list;
+- custom field values that do not fit their definition, an entry with neither `id` nor `name`, or one definition given twice (422, `data.field` `custom_fields[...]`);
+- a stale `If-Match` or body `etag` (412).
+
 
 Sends a `PATCH` request to `/unified/crm/contacts/external_id/{external_id}`
 
 Arguments:
 - `external_id`: The external id of the contact.
-- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
+- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes. ASCII only.
 - `prefer`: `return=minimal` answers 204 with no body; `return=representation` (the default) returns the record.
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
@@ -8033,6 +9137,9 @@ Replaces the project's mapping of unified custom field names to contact custom f
 definitions, named by definition name, so one mapping serves every linked account of
 the project.
 
+Refused although the schema allows it (rules this schema does not state):
+- a unified name (a key of `mappings`) that is empty or only white space (422, `data.field` `mappings`): OpenAPI 3.0 cannot constrain an object's keys.
+
 
 Sends a `PUT` request to `/unified/crm/unified_custom_fields/contacts`
 
@@ -8054,6 +9161,11 @@ let response = client.crm_set_contact_unified_custom_fields()
     /**List Accounts
 
 Lists the accounts (companies) of the linked account, oldest first, one page at a time.
+
+Refused although the schema allows it (rules this schema does not state):
+- `fields` together with `exclude_fields` (400, `data.parameter` `exclude_fields`);
+- a `next` (or `page`) that is not the `next` of an earlier page (400, `data.parameter` `next`).
+
 
 Sends a `GET` request to `/unified/crm/accounts`
 
@@ -8088,13 +9200,17 @@ let response = client.crm_list_accounts()
 
 Creates an account (company) in the linked account and returns it.
 
+Refused although the schema allows it (rules this schema does not state):
+- an `Idempotency-Key` already used with another body (422, `data.field` `Idempotency-Key`).
+
+
 Sends a `POST` request to `/unified/crm/accounts`
 
 Arguments:
-- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
-retry with the same key and body within 24 hours returns the first response and
-changes nothing; the same key with another body is 422; a retry while the first
-request is still running is 409.
+- `idempotency_key`: A key of your choice, 1 to 255 visible ASCII characters (spaces only between them), that
+makes the request safe to retry: a retry with the same key and body within 24 hours
+returns the first response and changes nothing; the same key with another body is 422;
+a retry while the first request is still running is 409.
 
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
@@ -8112,6 +9228,10 @@ let response = client.crm_create_account()
     /**Get Account
 
 Returns one account (company) of the linked account.
+
+Refused although the schema allows it (rules this schema does not state):
+- `fields` together with `exclude_fields` (400, `data.parameter` `exclude_fields`).
+
 
 Sends a `GET` request to `/unified/crm/accounts/{id}`
 
@@ -8158,12 +9278,15 @@ let response = client.crm_delete_account()
 Updates an account. Only the fields present in the body change; a field sent as
 `null` is cleared.
 
+Refused although the schema allows it (rules this schema does not state):
+- a stale `If-Match` or body `etag` (412).
+
 
 Sends a `PATCH` request to `/unified/crm/accounts/{id}`
 
 Arguments:
 - `id`: The id of the record.
-- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
+- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes. ASCII only.
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
@@ -8181,6 +9304,11 @@ let response = client.crm_update_account()
     /**List Lists
 
 Lists the lists of the linked account, oldest first, one page at a time.
+
+Refused although the schema allows it (rules this schema does not state):
+- `fields` together with `exclude_fields` (400, `data.parameter` `exclude_fields`);
+- a `next` (or `page`) that is not the `next` of an earlier page (400, `data.parameter` `next`).
+
 
 Sends a `GET` request to `/unified/crm/lists`
 
@@ -8215,13 +9343,18 @@ let response = client.crm_list_lists()
 
 Creates an empty list in the linked account and returns it.
 
+Refused although the schema allows it (rules this schema does not state):
+- no `name` (422, `data.field` `name`): the body's model is shared with Update List, where it is optional;
+- an `Idempotency-Key` already used with another body (422, `data.field` `Idempotency-Key`).
+
+
 Sends a `POST` request to `/unified/crm/lists`
 
 Arguments:
-- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
-retry with the same key and body within 24 hours returns the first response and
-changes nothing; the same key with another body is 422; a retry while the first
-request is still running is 409.
+- `idempotency_key`: A key of your choice, 1 to 255 visible ASCII characters (spaces only between them), that
+makes the request safe to retry: a retry with the same key and body within 24 hours
+returns the first response and changes nothing; the same key with another body is 422;
+a retry while the first request is still running is 409.
 
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
@@ -8239,6 +9372,10 @@ let response = client.crm_create_list()
     /**Get List
 
 Returns one list of the linked account with its items.
+
+Refused although the schema allows it (rules this schema does not state):
+- `fields` together with `exclude_fields` (400, `data.parameter` `exclude_fields`).
+
 
 Sends a `GET` request to `/unified/crm/lists/{id}`
 
@@ -8266,12 +9403,15 @@ let response = client.crm_get_list()
 Renames or retypes a list. Only the fields present in the body change. A list that
 has items cannot change its type (409).
 
+Refused although the schema allows it (rules this schema does not state):
+- a stale `If-Match` or body `etag` (412).
+
 
 Sends a `PATCH` request to `/unified/crm/lists/{id}`
 
 Arguments:
 - `id`: The id of the record.
-- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes.
+- `if_match`: Update only if the record's current etag is this one (or `*`); otherwise 412 and nothing changes. ASCII only.
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
 ```ignore
@@ -8292,15 +9432,19 @@ Adds records to a list. A `contacts` list takes contact ids and a `companies` li
 takes account ids of the same linked account; an unknown id answers 422 and adds
 nothing. Adding an item that is already on the list changes nothing.
 
+Refused although the schema allows it (rules this schema does not state):
+- an id that names no record of the list's kind in the linked account, or items for a list whose type holds no local records (422, `data.field` `item_ids`);
+- an `Idempotency-Key` already used with another body (422, `data.field` `Idempotency-Key`).
+
 
 Sends a `POST` request to `/unified/crm/lists/{id}/items`
 
 Arguments:
 - `id`: The id of the record.
-- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
-retry with the same key and body within 24 hours returns the first response and
-changes nothing; the same key with another body is 422; a retry while the first
-request is still running is 409.
+- `idempotency_key`: A key of your choice, 1 to 255 visible ASCII characters (spaces only between them), that
+makes the request safe to retry: a retry with the same key and body within 24 hours
+returns the first response and changes nothing; the same key with another body is 422;
+a retry while the first request is still running is 409.
 
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
@@ -8341,6 +9485,11 @@ let response = client.crm_remove_list_item()
 
 Lists the custom field definitions for contacts, oldest first, one page at a time.
 
+Refused although the schema allows it (rules this schema does not state):
+- `fields` together with `exclude_fields` (400, `data.parameter` `exclude_fields`);
+- a `next` (or `page`) that is not the `next` of an earlier page (400, `data.parameter` `next`).
+
+
 Sends a `GET` request to `/unified/crm/custom_field_definitions/contacts`
 
 Arguments:
@@ -8377,14 +9526,19 @@ let response = client.crm_list_contact_custom_field_definitions()
 Defines a custom field for contacts. `single_select` and `multi_select` fields need
 at least one option; option ids are unique within the definition.
 
+Refused although the schema allows it (rules this schema does not state):
+- no `name` (422, `data.field` `name`): the body's model is shared with the update, where it is optional;
+- a `single_select` or `multi_select` type without options, or an option id given twice (422, `data.field` `options`);
+- an `Idempotency-Key` already used with another body (422, `data.field` `Idempotency-Key`).
+
 
 Sends a `POST` request to `/unified/crm/custom_field_definitions/contacts`
 
 Arguments:
-- `idempotency_key`: A key of your choice (at most 255 characters) that makes the request safe to retry: a
-retry with the same key and body within 24 hours returns the first response and
-changes nothing; the same key with another body is 422; a retry while the first
-request is still running is 409.
+- `idempotency_key`: A key of your choice, 1 to 255 visible ASCII characters (spaces only between them), that
+makes the request safe to retry: a retry with the same key and body within 24 hours
+returns the first response and changes nothing; the same key with another body is 422;
+a retry while the first request is still running is 409.
 
 - `x_account_id`: The id of the linked account the call acts on.
 - `body`
@@ -8404,6 +9558,10 @@ let response = client.crm_create_contact_custom_field_definition()
     /**Get Contact Custom Field Definition
 
 Returns one custom field definition for contacts.
+
+Refused although the schema allows it (rules this schema does not state):
+- `fields` together with `exclude_fields` (400, `data.parameter` `exclude_fields`).
+
 
 Sends a `GET` request to `/unified/crm/custom_field_definitions/contacts/{id}`
 
@@ -8442,6 +9600,9 @@ let response = client.crm_get_contact_custom_field_definition()
 
 Updates a custom field definition. Only the fields present in the body change;
 `options`, when sent, replaces the whole set of options.
+
+Refused although the schema allows it (rules this schema does not state):
+- a `single_select` or `multi_select` type left without options, or an option id given twice (422, `data.field` `options`).
 
 
 Sends a `PATCH` request to `/unified/crm/custom_field_definitions/contacts/{id}`
@@ -8488,7 +9649,7 @@ pub mod builder {
         include: Result<Option<::std::string::String>, String>,
         next: Result<Option<::std::string::String>, String>,
         page: Result<Option<::std::string::String>, String>,
-        page_size: Result<Option<::std::string::String>, String>,
+        page_size: Result<Option<types::CrmListContactsPageSize>, String>,
         raw: Result<Option<bool>, String>,
         updated_after: Result<Option<::chrono::DateTime<::chrono::offset::Utc>>, String>,
         x_account_id: Result<::std::string::String, String>,
@@ -8589,13 +9750,13 @@ pub mod builder {
         }
         pub fn page_size<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<types::CrmListContactsPageSize>,
         {
             self.page_size = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for page_size failed"
+                    "conversion to `CrmListContactsPageSize` for page_size failed"
                         .to_string()
                 });
             self
@@ -9472,7 +10633,7 @@ pub mod builder {
     pub struct CrmUpdateContact<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
-        if_match: Result<Option<::std::string::String>, String>,
+        if_match: Result<Option<types::CrmUpdateContactIfMatch>, String>,
         prefer: Result<Option<::std::string::String>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateContactRequestDto, String>,
@@ -9502,13 +10663,13 @@ pub mod builder {
         }
         pub fn if_match<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<types::CrmUpdateContactIfMatch>,
         {
             self.if_match = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for if_match failed"
+                    "conversion to `CrmUpdateContactIfMatch` for if_match failed"
                         .to_string()
                 });
             self
@@ -9735,7 +10896,7 @@ pub mod builder {
     pub struct CrmUpdateContactByExternalId<'a> {
         client: &'a super::Client,
         external_id: Result<::std::string::String, String>,
-        if_match: Result<Option<::std::string::String>, String>,
+        if_match: Result<Option<types::CrmUpdateContactByExternalIdIfMatch>, String>,
         prefer: Result<Option<::std::string::String>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateContactRequestDto, String>,
@@ -9765,13 +10926,13 @@ pub mod builder {
         }
         pub fn if_match<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<types::CrmUpdateContactByExternalIdIfMatch>,
         {
             self.if_match = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for if_match failed"
+                    "conversion to `CrmUpdateContactByExternalIdIfMatch` for if_match failed"
                         .to_string()
                 });
             self
@@ -10571,7 +11732,7 @@ pub mod builder {
         >,
         next: Result<Option<::std::string::String>, String>,
         page: Result<Option<::std::string::String>, String>,
-        page_size: Result<Option<::std::string::String>, String>,
+        page_size: Result<Option<types::CrmListAccountsPageSize>, String>,
         raw: Result<Option<bool>, String>,
         updated_after: Result<Option<::chrono::DateTime<::chrono::offset::Utc>>, String>,
         x_account_id: Result<::std::string::String, String>,
@@ -10658,13 +11819,13 @@ pub mod builder {
         }
         pub fn page_size<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<types::CrmListAccountsPageSize>,
         {
             self.page_size = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for page_size failed"
+                    "conversion to `CrmListAccountsPageSize` for page_size failed"
                         .to_string()
                 });
             self
@@ -11513,7 +12674,7 @@ pub mod builder {
     pub struct CrmUpdateAccount<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
-        if_match: Result<Option<::std::string::String>, String>,
+        if_match: Result<Option<types::CrmUpdateAccountIfMatch>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateAccountRequestDto, String>,
     }
@@ -11541,13 +12702,13 @@ pub mod builder {
         }
         pub fn if_match<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<types::CrmUpdateAccountIfMatch>,
         {
             self.if_match = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for if_match failed"
+                    "conversion to `CrmUpdateAccountIfMatch` for if_match failed"
                         .to_string()
                 });
             self
@@ -11764,7 +12925,7 @@ pub mod builder {
         >,
         next: Result<Option<::std::string::String>, String>,
         page: Result<Option<::std::string::String>, String>,
-        page_size: Result<Option<::std::string::String>, String>,
+        page_size: Result<Option<types::CrmListListsPageSize>, String>,
         raw: Result<Option<bool>, String>,
         updated_after: Result<Option<::chrono::DateTime<::chrono::offset::Utc>>, String>,
         x_account_id: Result<::std::string::String, String>,
@@ -11851,13 +13012,13 @@ pub mod builder {
         }
         pub fn page_size<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<types::CrmListListsPageSize>,
         {
             self.page_size = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for page_size failed"
+                    "conversion to `CrmListListsPageSize` for page_size failed"
                         .to_string()
                 });
             self
@@ -12526,7 +13687,7 @@ pub mod builder {
     pub struct CrmUpdateList<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
-        if_match: Result<Option<::std::string::String>, String>,
+        if_match: Result<Option<types::CrmUpdateListIfMatch>, String>,
         x_account_id: Result<::std::string::String, String>,
         body: Result<types::builder::CrmCreateListRequestDto, String>,
     }
@@ -12554,13 +13715,13 @@ pub mod builder {
         }
         pub fn if_match<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<types::CrmUpdateListIfMatch>,
         {
             self.if_match = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for if_match failed"
+                    "conversion to `CrmUpdateListIfMatch` for if_match failed"
                         .to_string()
                 });
             self
@@ -13207,7 +14368,10 @@ pub mod builder {
         >,
         next: Result<Option<::std::string::String>, String>,
         page: Result<Option<::std::string::String>, String>,
-        page_size: Result<Option<::std::string::String>, String>,
+        page_size: Result<
+            Option<types::CrmListContactCustomFieldDefinitionsPageSize>,
+            String,
+        >,
         raw: Result<Option<bool>, String>,
         updated_after: Result<Option<::chrono::DateTime<::chrono::offset::Utc>>, String>,
         x_account_id: Result<::std::string::String, String>,
@@ -13294,13 +14458,15 @@ pub mod builder {
         }
         pub fn page_size<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<
+                types::CrmListContactCustomFieldDefinitionsPageSize,
+            >,
         {
             self.page_size = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for page_size failed"
+                    "conversion to `CrmListContactCustomFieldDefinitionsPageSize` for page_size failed"
                         .to_string()
                 });
             self
@@ -13766,7 +14932,10 @@ pub mod builder {
         >,
         next: Result<Option<::std::string::String>, String>,
         page: Result<Option<::std::string::String>, String>,
-        page_size: Result<Option<::std::string::String>, String>,
+        page_size: Result<
+            Option<types::CrmGetContactCustomFieldDefinitionPageSize>,
+            String,
+        >,
         raw: Result<Option<bool>, String>,
         updated_after: Result<Option<::chrono::DateTime<::chrono::offset::Utc>>, String>,
         x_account_id: Result<::std::string::String, String>,
@@ -13866,13 +15035,13 @@ pub mod builder {
         }
         pub fn page_size<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::string::String>,
+            V: std::convert::TryInto<types::CrmGetContactCustomFieldDefinitionPageSize>,
         {
             self.page_size = value
                 .try_into()
                 .map(Some)
                 .map_err(|_| {
-                    "conversion to `:: std :: string :: String` for page_size failed"
+                    "conversion to `CrmGetContactCustomFieldDefinitionPageSize` for page_size failed"
                         .to_string()
                 });
             self

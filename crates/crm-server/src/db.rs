@@ -41,6 +41,30 @@ impl DatabaseUrl {
     fn secret_url(&self) -> &str {
         &self.url
     }
+
+    /// The file of a SQLite store; `None` for PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        if self.kind != StoreKind::Sqlite {
+            return None;
+        }
+        let encoded = self.url.strip_prefix("sqlite://")?;
+        let encoded = encoded.rsplit_once('?').map_or(encoded, |(path, _)| path);
+        let path = encoded
+            .replace("%3F", "?")
+            .replace("%23", "#")
+            .replace("%25", "%");
+        Some(path.into())
+    }
+}
+
+/// Connects once to `url` and closes the connection: whether the database can be reached
+/// with these credentials (and, on PostgreSQL, this TLS setting). Creates and changes nothing
+/// on PostgreSQL; do not use it on a SQLite file that should not be created.
+pub async fn probe(url: &DatabaseUrl) -> Result<(), sqlx::Error> {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let conn = sqlx::AnyConnection::connect(url.secret_url()).await?;
+    conn.close().await
 }
 
 impl FromStr for DatabaseUrl {
@@ -272,6 +296,13 @@ impl Database {
         &self.pool
     }
 
+    /// A connection of the pool. While it is awaited it counts in `crm_db_pool_waiting`:
+    /// the requests of the serving path take their connections here.
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
+        let _waiting = crate::metrics::PoolWaiting::start();
+        self.pool.acquire().await
+    }
+
     pub fn kind(&self) -> StoreKind {
         self.kind
     }
@@ -284,11 +315,19 @@ impl Database {
     /// The transaction every write runs in. On SQLite `BEGIN IMMEDIATE` takes the write lock
     /// up front, so two writers queue on the busy timeout instead of failing to upgrade a
     /// read lock; on PostgreSQL the rows a write reads are locked with `FOR UPDATE`.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.kind {
-            StoreKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            StoreKind::Postgres => self.pool.begin().await,
-        }
+    pub async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
+        let started = std::time::Instant::now();
+        let tx = {
+            let _waiting = crate::metrics::PoolWaiting::start();
+            match self.kind {
+                StoreKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                StoreKind::Postgres => self.pool.begin().await?,
+            }
+        };
+        Ok(WriteTransaction {
+            tx: Some(tx),
+            started,
+        })
     }
 
     /// Holds a lock that one process at a time may hold across every replica, until the
@@ -408,6 +447,48 @@ impl Drop for Exclusive {
 }
 
 /// The text form of a timestamp in the database: fixed width, so text order is time order.
+/// A write transaction from [`Database::begin_write`]: its connection (through `Deref`), and
+/// [`WriteTransaction::commit`]. Dropped uncommitted, it rolls back. Its duration, from the
+/// wait for `BEGIN` to the end of `COMMIT` or the rollback, goes to
+/// `crm_db_write_transaction_duration_seconds`.
+pub struct WriteTransaction {
+    tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
+    started: std::time::Instant,
+}
+
+impl WriteTransaction {
+    /// Commits: once this returns `Ok`, the write is durable.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let tx = self.tx.take().expect("a transaction is committed once");
+        let result = tx.commit().await;
+        let outcome = if result.is_ok() { "commit" } else { "failed" };
+        crate::metrics::write_transaction(self.started.elapsed(), outcome);
+        result
+    }
+}
+
+impl std::ops::Deref for WriteTransaction {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &sqlx::AnyConnection {
+        self.tx.as_ref().expect("not yet committed")
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        self.tx.as_mut().expect("not yet committed")
+    }
+}
+
+impl Drop for WriteTransaction {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            crate::metrics::write_transaction(self.started.elapsed(), "rollback");
+        }
+    }
+}
+
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }

@@ -12,8 +12,15 @@
 //! (`crm_spec::convert_30_to_31`, `crm_spec::reference_page`). So `/docs` is the page
 //! published as `dist/reference.html`: self-contained, its viewer (Swagger UI) shipped
 //! inside the `swagger-ui-redist` crate, nothing fetched by the server or the browser.
+//!
+//! One thing differs from the source: its `servers` names a developer's machine
+//! (`http://127.0.0.1:8080`), which is wrong for a server started anywhere else. The served
+//! documents name instead the origin of `--public-url` when it is set (a server behind a
+//! load balancer or a proxy), else the relative URL `/`: the origin the document was
+//! fetched from, right on any address and port, so "Try it out" on `/docs` calls the
+//! server that served the page.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -43,8 +50,26 @@ pub struct Documents {
 }
 
 impl Documents {
-    /// Derives every form from the YAML text of a 3.0 spec.
+    /// Derives every form from the YAML text of a 3.0 spec, as written.
     pub fn build(yaml: &str) -> Result<Documents, crm_spec::Error> {
+        Self::build_for(yaml, None)
+    }
+
+    /// Derives every form from the YAML text of a 3.0 spec, its `servers` replaced by the
+    /// one server that serves them: `public_url`, or the relative URL `/` when it is `None`.
+    pub fn build_served(
+        yaml: &str,
+        public_url: Option<&str>,
+    ) -> Result<Documents, crm_spec::Error> {
+        Self::build_for(yaml, Some(public_url.unwrap_or("/")))
+    }
+
+    fn build_for(yaml: &str, server: Option<&str>) -> Result<Documents, crm_spec::Error> {
+        let yaml = match server {
+            Some(url) => with_server(yaml, url),
+            None => yaml.to_owned(),
+        };
+        let yaml = yaml.as_str();
         let doc: Value = crm_spec::parse(yaml).map_err(|e| crm_spec::Error::Shape {
             path: "#".into(),
             message: format!("the embedded spec is not YAML: {e}"),
@@ -61,21 +86,92 @@ impl Documents {
     }
 }
 
-/// The documents of the embedded spec, derived once.
-static DOCUMENTS: LazyLock<Result<Documents, String>> = LazyLock::new(|| {
-    Documents::build(SPEC_YAML).map_err(|e| {
-        tracing::error!(error = %e, "the embedded spec cannot be served");
-        e.to_string()
-    })
-});
+/// The YAML text `yaml` with its top-level `servers` replaced by the one server `url`
+/// (the rest byte for byte as written). A document without `servers` gets one.
+pub fn with_server(yaml: &str, url: &str) -> String {
+    let description = if url == "/" {
+        "This server: the origin this document was fetched from"
+    } else {
+        "This server"
+    };
+    let block = format!(
+        "servers:\n  - url: {}\n    description: {description}\n",
+        serde_json::Value::from(url),
+        description = serde_json::Value::from(description)
+    );
+    let mut out = String::with_capacity(yaml.len() + block.len());
+    let mut lines = yaml.split_inclusive('\n').peekable();
+    let mut replaced = false;
+    while let Some(line) = lines.next() {
+        if !replaced && line.trim_end() == "servers:" {
+            while lines
+                .peek()
+                .is_some_and(|next| next.starts_with(' ') || next.starts_with('-'))
+            {
+                lines.next();
+            }
+            out.push_str(&block);
+            replaced = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    if !replaced {
+        out.push_str(&block);
+    }
+    out
+}
+
+/// The origin a `--public-url` names, without a trailing `/`; `None` when it is not an
+/// absolute `http` or `https` URL.
+pub fn public_url(value: &str) -> Option<String> {
+    let value = value.trim().trim_end_matches('/');
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    (!host.is_empty() && !value.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .then(|| value.to_owned())
+}
+
+/// The documents of the embedded spec for one server, derived on first use.
+#[derive(Clone)]
+struct Served {
+    public_url: Option<String>,
+    documents: Arc<OnceLock<Result<Documents, String>>>,
+}
+
+impl Served {
+    fn documents(&self) -> &Result<Documents, String> {
+        self.documents.get_or_init(|| {
+            Documents::build_served(SPEC_YAML, self.public_url.as_deref()).map_err(|e| {
+                tracing::error!(error = %e, "the embedded spec cannot be served");
+                e.to_string()
+            })
+        })
+    }
+}
 
 /// The documentation routes, to merge into the application beside `crm_api`'s router.
-pub fn router() -> Router {
+/// Their `servers` is `public_url` (the origin clients reach the server at, from
+/// `--public-url`), or the relative URL `/` when it is `None`.
+pub fn router(public_url: Option<&str>) -> Router {
+    let served = Served {
+        public_url: public_url.map(str::to_owned),
+        documents: Arc::new(OnceLock::new()),
+    };
+    let route = |form: Form| {
+        let served = served.clone();
+        get(move || {
+            let served = served.clone();
+            async move { serve(&served, form) }
+        })
+    };
     Router::new()
-        .route(OPENAPI_JSON_PATH, get(|| serve(Form::Json)))
-        .route(OPENAPI_YAML_PATH, get(|| serve(Form::Yaml)))
-        .route(OPENAPI_31_JSON_PATH, get(|| serve(Form::Json31)))
-        .route(DOCS_PATH, get(|| serve(Form::Page)))
+        .route(OPENAPI_JSON_PATH, route(Form::Json))
+        .route(OPENAPI_YAML_PATH, route(Form::Yaml))
+        .route(OPENAPI_31_JSON_PATH, route(Form::Json31))
+        .route(DOCS_PATH, route(Form::Page))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -86,8 +182,8 @@ enum Form {
     Page,
 }
 
-async fn serve(form: Form) -> Response {
-    let documents = match &*DOCUMENTS {
+fn serve(served: &Served, form: Form) -> Response {
+    let documents = match served.documents() {
         Ok(documents) => documents,
         Err(message) => {
             return crm_api::ApiError::new(
@@ -119,7 +215,47 @@ mod tests {
         let v31: Value = serde_json::from_str(&documents.json_31).unwrap();
         assert_eq!(v31["openapi"], "3.1.0");
         assert!(documents.page.contains("SwaggerUIBundle"));
-        assert!(DOCUMENTS.is_ok());
+    }
+
+    #[test]
+    fn served_documents_name_this_server_not_a_fixed_address() {
+        let relative = Documents::build_served(SPEC_YAML, None).unwrap();
+        let json: Value = serde_json::from_str(&relative.json).unwrap();
+        assert_eq!(json["servers"].as_array().unwrap().len(), 1);
+        assert_eq!(json["servers"][0]["url"], "/");
+        assert!(!relative.yaml.contains("127.0.0.1:8080"));
+        assert!(!relative.page.contains("127.0.0.1:8080"));
+        let yaml: Value = crm_spec::parse(&relative.yaml).unwrap();
+        assert_eq!(yaml, json);
+        let v31: Value = serde_json::from_str(&relative.json_31).unwrap();
+        assert_eq!(v31["servers"][0]["url"], "/");
+
+        let public = Documents::build_served(SPEC_YAML, Some("https://crm.example.com")).unwrap();
+        let json: Value = serde_json::from_str(&public.json).unwrap();
+        assert_eq!(json["servers"][0]["url"], "https://crm.example.com");
+        // Only `servers` differs from the source.
+        let mut source: Value = crm_spec::parse(SPEC_YAML).unwrap();
+        source["servers"] = json["servers"].clone();
+        assert_eq!(source, json);
+    }
+
+    #[test]
+    fn public_urls_are_absolute_http_origins() {
+        assert_eq!(
+            public_url("https://crm.example.com/").as_deref(),
+            Some("https://crm.example.com")
+        );
+        assert_eq!(
+            public_url("http://10.0.0.5:8080").as_deref(),
+            Some("http://10.0.0.5:8080")
+        );
+        assert_eq!(
+            public_url("https://example.com/crm").as_deref(),
+            Some("https://example.com/crm")
+        );
+        for bad in ["", "crm.example.com", "ftp://x", "http://", "https:// x"] {
+            assert_eq!(public_url(bad), None, "{bad}");
+        }
     }
 
     #[test]

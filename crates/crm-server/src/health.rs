@@ -53,14 +53,14 @@ pub async fn pending_migrations(db: &Database) -> Result<usize, sqlx::Error> {
         "SELECT 1 FROM pg_catalog.pg_tables
          WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
     ))
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *db.acquire().await?)
     .await?;
     let applied: Vec<i64> = if has_table.is_some() {
         sqlx::query_scalar(match db.kind() {
             StoreKind::Sqlite => "SELECT version FROM _sqlx_migrations WHERE success = 1",
             StoreKind::Postgres => "SELECT version FROM _sqlx_migrations WHERE success",
         })
-        .fetch_all(db.pool())
+        .fetch_all(&mut *db.acquire().await?)
         .await?
     } else {
         Vec::new()

@@ -16,6 +16,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use crm_api::ApiError;
+use crm_api::metrics::{Rejection, rejection};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -54,6 +55,12 @@ pub struct HttpSettings {
     pub request_timeout: Option<Duration>,
     /// Requests a minute allowed per API key, answered 429 beyond; `None` is no limit.
     pub rate_limit_per_minute: Option<u32>,
+    /// The origin clients reach the server at (`--public-url`), named as the server in the
+    /// documents served at `/openapi.json` and `/docs`; `None` names the relative URL `/`.
+    pub public_url: Option<String>,
+    /// Serve `GET /metrics` beside the API; `false` when it has a listener of its own
+    /// (`--metrics-listen`).
+    pub metrics: bool,
 }
 
 impl Default for HttpSettings {
@@ -64,6 +71,8 @@ impl Default for HttpSettings {
             max_headers: DEFAULT_MAX_HEADERS,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             rate_limit_per_minute: None,
+            public_url: None,
+            metrics: true,
         }
     }
 }
@@ -162,7 +171,9 @@ async fn request_log(mut req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", request_id = %id, %method, %route);
     span.in_scope(|| tracing::debug!("request received"));
     let mut response = next.run(req).instrument(span.clone()).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    crm_api::metrics::request(&route, &method, response.status().as_u16(), elapsed);
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),
@@ -192,6 +203,7 @@ fn head_bytes(req: &Request) -> usize {
 async fn header_limits(State(edge): State<Edge>, req: Request, next: Next) -> Response {
     let count = req.headers().len();
     if count > edge.max_headers {
+        rejection(Rejection::HeadersTooLarge);
         return ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!(
@@ -203,6 +215,7 @@ async fn header_limits(State(edge): State<Edge>, req: Request, next: Next) -> Re
     }
     let size = head_bytes(&req);
     if size > edge.max_header_bytes {
+        rejection(Rejection::HeadersTooLarge);
         return ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!(
@@ -222,6 +235,7 @@ async fn rate_limit(State(edge): State<Edge>, req: Request, next: Next) -> Respo
         && let Ok(key) = crm_api::extract::api_key(req.headers())
         && let Err(wait) = limiter.check(&key.0).await
     {
+        rejection(Rejection::RateLimited);
         let secs = retry_after_secs(wait);
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -251,6 +265,7 @@ async fn timeout(State(edge): State<Edge>, req: Request, next: Next) -> Response
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
+            rejection(Rejection::Timeout);
             let mut response = ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(

@@ -162,7 +162,7 @@ impl IdempotencyStore for IdempotencyKeys {
         .bind(response.body.clone())
         .bind(&scope.project_id)
         .bind(key)
-        .execute(self.db.pool())
+        .execute(&mut *self.db.acquire().await.map_err(internal)?)
         .await
         .map_err(internal)?;
         Ok(())

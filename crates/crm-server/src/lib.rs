@@ -9,8 +9,10 @@ pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod local;
+pub mod metrics;
 pub mod rate_limit;
 pub mod rules;
+pub mod settings;
 pub mod tenancy;
 pub mod transfer;
 
@@ -27,8 +29,8 @@ pub use http::{DEFAULT_MAX_BODY_BYTES, HttpSettings};
 pub use local::LocalProvider;
 pub use tenancy::Tenancy;
 
-/// The whole application over an open database: the CRM router and the health routes,
-/// behind the HTTP edge (request ids, logs, limits, timeouts).
+/// The whole application over an open database: the CRM router, the health routes and
+/// (unless served on their own listener) `/metrics`, behind the HTTP edge (request ids, logs, limits, timeouts).
 pub fn app(db: Database, clock: Arc<dyn Clock>, settings: &HttpSettings) -> Router {
     let state = AppState::new(
         Arc::new(Tenancy::new(db.clone(), clock.clone())),
@@ -39,9 +41,12 @@ pub fn app(db: Database, clock: Arc<dyn Clock>, settings: &HttpSettings) -> Rout
         Arc::new(LocalProvider::new(db.clone(), clock)),
     );
     // The documentation routes stay outside crm_api's router: see `docs`.
-    let routes = health::router(db.clone())
-        .merge(docs::router())
+    let mut routes = health::router(db.clone())
+        .merge(docs::router(settings.public_url.as_deref()))
         .merge(crm_api::router(state));
+    if settings.metrics {
+        routes = routes.merge(metrics::router(db.clone()));
+    }
     http::layered(routes, settings, &db)
 }
 

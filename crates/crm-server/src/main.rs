@@ -14,23 +14,18 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "crm-server", version, about = "The unified CRM API server")]
 struct Cli {
     /// The database: a SQLite file path (created if missing) or `sqlite:` URL, or a
-    /// `postgres://user:password@host/db` URL.
-    #[arg(
-        long,
-        env = "CRM_DATABASE",
-        default_value = "crm.db",
-        global = true,
-        hide_env_values = true
-    )]
-    database: String,
+    /// `postgres://user:password@host/db` URL [default: crm.db]. As a secret it may instead
+    /// be read from the file named by CRM_DATABASE_FILE.
+    #[arg(long, env = "CRM_DATABASE", global = true, hide_env_values = true)]
+    database: Option<String>,
     /// The most database connections this process opens.
-    #[arg(long, env = "CRM_DATABASE_POOL_SIZE", default_value_t = PoolSettings::default().max_connections, global = true)]
-    database_pool_size: u32,
+    #[arg(long, env = "CRM_DATABASE_POOL_SIZE", default_value_t = PoolSettings::default().max_connections.to_string(), global = true)]
+    database_pool_size: String,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
     #[arg(long, env = "CRM_LOG", default_value = "info", global = true)]
     log_level: String,
-    /// Log format.
-    #[arg(long, env = "CRM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    /// Log format: text or json.
+    #[arg(long, env = "CRM_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -42,23 +37,37 @@ enum Command {
     Serve {
         /// The address to listen on.
         #[arg(long, env = "CRM_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        listen: String,
         /// The largest request body accepted, in bytes (larger: 413).
-        #[arg(long, env = "CRM_MAX_BODY_BYTES", default_value_t = crm_server::DEFAULT_MAX_BODY_BYTES)]
-        max_body_bytes: usize,
+        #[arg(long, env = "CRM_MAX_BODY_BYTES", default_value_t = crm_server::DEFAULT_MAX_BODY_BYTES.to_string())]
+        max_body_bytes: String,
         /// The largest request line and headers accepted, in bytes (larger: 431).
-        #[arg(long, env = "CRM_MAX_HEADER_BYTES", default_value_t = crm_server::http::DEFAULT_MAX_HEADER_BYTES)]
-        max_header_bytes: usize,
+        #[arg(long, env = "CRM_MAX_HEADER_BYTES", default_value_t = crm_server::http::DEFAULT_MAX_HEADER_BYTES.to_string())]
+        max_header_bytes: String,
         /// The most header fields a request may carry (more: 431).
-        #[arg(long, env = "CRM_MAX_HEADERS", default_value_t = crm_server::http::DEFAULT_MAX_HEADERS)]
-        max_headers: usize,
+        #[arg(long, env = "CRM_MAX_HEADERS", default_value_t = crm_server::http::DEFAULT_MAX_HEADERS.to_string())]
+        max_headers: String,
         /// Seconds a request may take before it is answered 408; 0 waits forever.
-        #[arg(long, env = "CRM_REQUEST_TIMEOUT_SECS", default_value_t = crm_server::http::DEFAULT_REQUEST_TIMEOUT.as_secs())]
-        request_timeout_secs: u64,
+        #[arg(long, env = "CRM_REQUEST_TIMEOUT_SECS", default_value_t = crm_server::http::DEFAULT_REQUEST_TIMEOUT.as_secs().to_string())]
+        request_timeout_secs: String,
         /// Requests a minute allowed per API key, answered 429 with Retry-After beyond;
         /// 0 (the default) is no limit.
-        #[arg(long, env = "CRM_RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
-        rate_limit_per_minute: u32,
+        #[arg(long, env = "CRM_RATE_LIMIT_PER_MINUTE", default_value = "0")]
+        rate_limit_per_minute: String,
+        /// The origin clients reach the server at (e.g. `https://crm.example.com` behind a
+        /// load balancer), named as the server in `/openapi.json` and `/docs`; without it
+        /// they name the relative URL `/`, the origin they were fetched from.
+        #[arg(long, env = "CRM_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Serve `GET /metrics` (Prometheus) on this address of its own instead of beside the
+        /// API on --listen.
+        #[arg(long, env = "CRM_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
+        /// Check every setting (and that the database can be reached), print one line per
+        /// problem, and exit: 0 when there is none, 1 otherwise. Starts nothing and changes
+        /// nothing.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Manages projects, API keys and linked accounts.
     Admin {
@@ -154,36 +163,11 @@ enum Admin {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    // PostgreSQL's notices ("relation already exists, skipping" on every start) are not news.
-    let filter = EnvFilter::try_new(format!("sqlx::postgres::notice=warn,{}", cli.log_level))
-        .with_context(|| format!("bad --log-level {:?}", cli.log_level))?;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
-    let settings = PoolSettings {
-        max_connections: cli.database_pool_size.max(1),
-        ..PoolSettings::default()
-    };
-    // `admin copy` names both of its databases (--from, --to), so the global --database is
-    // not opened for it: that would create a stray crm.db.
-    if let Command::Admin {
-        command: Admin::Copy { from, to },
-    } = &cli.command
-    {
-        return admin_copy(&database_url("--from", from)?, &database_url("--to", to)?).await;
-    }
-    // The error names the database without its password.
-    let db = Database::open(&database_url("--database", &cli.database)?, settings).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let tenancy = Tenancy::new(db.clone(), clock.clone());
-    match cli.command {
+    let mut problems = Vec::new();
+    let global = GlobalConfig::read(&cli, &mut problems);
+    let serve_config = match &cli.command {
         Command::Serve {
             listen,
             max_body_bytes,
@@ -191,18 +175,329 @@ async fn main() -> anyhow::Result<()> {
             max_headers,
             request_timeout_secs,
             rate_limit_per_minute,
-        } => {
-            let settings = crm_server::HttpSettings {
+            public_url,
+            metrics_listen,
+            check_config,
+        } => Some((
+            ServeConfig::read(
+                &ServeArgs {
+                    listen,
+                    max_body_bytes,
+                    max_header_bytes,
+                    max_headers,
+                    request_timeout_secs,
+                    rate_limit_per_minute,
+                    public_url: public_url.as_deref(),
+                    metrics_listen: metrics_listen.as_deref(),
+                },
+                &mut problems,
+            ),
+            *check_config,
+        )),
+        Command::Admin { .. } => None,
+    };
+    if let Some((_, true)) = serve_config {
+        if problems.is_empty()
+            && let Some(database) = &global.database
+            && let Err(problem) = reachable(database).await
+        {
+            problems.push(problem);
+        }
+        for problem in &problems {
+            println!("{problem}");
+        }
+        if problems.is_empty() {
+            println!("the configuration is valid");
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        return Ok(std::process::ExitCode::FAILURE);
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        eprintln!("(crm-server serve --check-config checks every setting without starting)");
+        return Ok(std::process::ExitCode::FAILURE);
+    }
+    let GlobalConfig {
+        database,
+        pool,
+        log_filter,
+        json_logs,
+    } = global;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(log_filter.expect("checked above"))
+        .with_writer(std::io::stderr);
+    if json_logs {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    // `admin copy` names both of its databases (--from, --to), so the global --database is
+    // not opened for it: that would create a stray crm.db.
+    if let Command::Admin {
+        command: Admin::Copy { from, to },
+    } = &cli.command
+    {
+        admin_copy(&database_url("--from", from)?, &database_url("--to", to)?).await?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    // The error names the database without its password.
+    let database = database.expect("checked above");
+    let db = Database::open(&database, pool).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let tenancy = Tenancy::new(db.clone(), clock.clone());
+    match (cli.command, serve_config) {
+        (Command::Serve { .. }, Some((config, _))) => {
+            serve(db, clock, tenancy, config).await?;
+        }
+        (Command::Admin { command }, _) => admin(&db, &tenancy, command).await?,
+        (Command::Serve { .. }, None) => unreachable!("serve settings are read for serve"),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The settings every command reads, each `None` where it has a problem.
+struct GlobalConfig {
+    database: Option<DatabaseUrl>,
+    pool: PoolSettings,
+    log_filter: Option<EnvFilter>,
+    json_logs: bool,
+}
+
+impl GlobalConfig {
+    fn read(cli: &Cli, problems: &mut Vec<crm_server::settings::Problem>) -> GlobalConfig {
+        use crm_server::settings::{DATABASE, Setting};
+        let database = match crm_server::settings::secret(DATABASE, cli.database.clone()) {
+            Ok(value) => {
+                // The parse error never repeats the value: it may hold a password.
+                match value.as_deref().unwrap_or("crm.db").parse::<DatabaseUrl>() {
+                    Ok(url) => Some(url),
+                    Err(why) => {
+                        problems.push(
+                            DATABASE.problem(format!("not a database this server can use: {why}")),
+                        );
+                        None
+                    }
+                }
+            }
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        };
+        let pool_size = Setting::new("--database-pool-size", "CRM_DATABASE_POOL_SIZE");
+        let max_connections = pool_size
+            .parse::<u32>(&cli.database_pool_size, "a number of connections from 1")
+            .and_then(|n| {
+                (n >= 1)
+                    .then_some(n)
+                    .ok_or_else(|| pool_size.problem("must be at least 1"))
+            })
+            .unwrap_or_else(|p| {
+                problems.push(p);
+                1
+            });
+        // PostgreSQL's notices ("relation already exists, skipping" on every start) are not news.
+        let log_filter = match EnvFilter::try_new(format!(
+            "sqlx::postgres::notice=warn,{}",
+            cli.log_level
+        )) {
+            Ok(filter) => Some(filter),
+            Err(e) => {
+                problems.push(Setting::new("--log-level", "CRM_LOG").problem(format!(
+                        "{:?} is not a level (error, warn, info, debug, trace) or a directive list: {e}",
+                        cli.log_level
+                    )));
+                None
+            }
+        };
+        let json_logs = match cli.log_format.as_str() {
+            "json" => true,
+            "text" => false,
+            other => {
+                problems.push(
+                    Setting::new("--log-format", "CRM_LOG_FORMAT")
+                        .problem(format!("{other:?} is not text or json")),
+                );
+                false
+            }
+        };
+        GlobalConfig {
+            database,
+            pool: PoolSettings {
+                max_connections,
+                ..PoolSettings::default()
+            },
+            log_filter,
+            json_logs,
+        }
+    }
+}
+
+/// The raw values of `serve`'s own settings.
+struct ServeArgs<'a> {
+    listen: &'a str,
+    max_body_bytes: &'a str,
+    max_header_bytes: &'a str,
+    max_headers: &'a str,
+    request_timeout_secs: &'a str,
+    rate_limit_per_minute: &'a str,
+    public_url: Option<&'a str>,
+    metrics_listen: Option<&'a str>,
+}
+
+/// `serve`'s settings, read.
+struct ServeConfig {
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    http: crm_server::HttpSettings,
+}
+
+impl ServeConfig {
+    fn read(
+        args: &ServeArgs<'_>,
+        problems: &mut Vec<crm_server::settings::Problem>,
+    ) -> ServeConfig {
+        use crm_server::settings::{Problem, Setting};
+        fn kept<T>(problems: &mut Vec<Problem>, result: Result<T, Problem>, fallback: T) -> T {
+            result.unwrap_or_else(|p| {
+                problems.push(p);
+                fallback
+            })
+        }
+        let listen_setting = Setting::new("--listen", "CRM_LISTEN");
+        let listen = kept(
+            problems,
+            listen_setting.address(args.listen),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        );
+        let metrics_setting = Setting::new("--metrics-listen", "CRM_METRICS_LISTEN");
+        let metrics_listen = args.metrics_listen.map(|value| {
+            kept(
+                problems,
+                metrics_setting.address(value).and_then(|addr| {
+                    (addr != listen || addr.port() == 0)
+                        .then_some(addr)
+                        .ok_or_else(|| {
+                            metrics_setting.problem(
+                                "must differ from --listen (leave it out to serve /metrics there)",
+                            )
+                        })
+                }),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            )
+        });
+        let positive = |setting: Setting, value: &str, what: &str| {
+            setting.parse::<usize>(value, what).and_then(|n| {
+                (n > 0)
+                    .then_some(n)
+                    .ok_or_else(|| setting.problem("must be more than 0"))
+            })
+        };
+        let max_body_bytes = kept(
+            problems,
+            positive(
+                Setting::new("--max-body-bytes", "CRM_MAX_BODY_BYTES"),
+                args.max_body_bytes,
+                "a number of bytes",
+            ),
+            crm_server::DEFAULT_MAX_BODY_BYTES,
+        );
+        let max_header_bytes = kept(
+            problems,
+            positive(
+                Setting::new("--max-header-bytes", "CRM_MAX_HEADER_BYTES"),
+                args.max_header_bytes,
+                "a number of bytes",
+            ),
+            crm_server::http::DEFAULT_MAX_HEADER_BYTES,
+        );
+        let max_headers = kept(
+            problems,
+            positive(
+                Setting::new("--max-headers", "CRM_MAX_HEADERS"),
+                args.max_headers,
+                "a number of header fields",
+            ),
+            crm_server::http::DEFAULT_MAX_HEADERS,
+        );
+        let request_timeout_secs = kept(
+            problems,
+            Setting::new("--request-timeout-secs", "CRM_REQUEST_TIMEOUT_SECS").parse::<u64>(
+                args.request_timeout_secs,
+                "a number of seconds (0: no timeout)",
+            ),
+            0,
+        );
+        let rate_limit_per_minute = kept(
+            problems,
+            Setting::new("--rate-limit-per-minute", "CRM_RATE_LIMIT_PER_MINUTE").parse::<u32>(
+                args.rate_limit_per_minute,
+                "a number of requests a minute (0: no limit)",
+            ),
+            0,
+        );
+        let public_url = args.public_url.and_then(|value| {
+            let parsed = crm_server::docs::public_url(value).ok_or_else(|| {
+                Setting::new("--public-url", "CRM_PUBLIC_URL").problem(format!(
+                    "{value:?} is not an absolute http:// or https:// URL such as https://crm.example.com"
+                ))
+            });
+            kept(problems, parsed.map(Some), None)
+        });
+        ServeConfig {
+            listen,
+            http: crm_server::HttpSettings {
                 max_body_bytes,
                 max_header_bytes,
                 max_headers,
                 request_timeout: (request_timeout_secs > 0)
                     .then(|| Duration::from_secs(request_timeout_secs)),
                 rate_limit_per_minute: (rate_limit_per_minute > 0).then_some(rate_limit_per_minute),
-            };
-            serve(db, clock, tenancy, listen, settings).await
+                public_url,
+                metrics: metrics_listen.is_none(),
+            },
+            metrics_listen,
         }
-        Command::Admin { command } => admin(&db, &tenancy, command).await,
+    }
+}
+
+/// For `--check-config`: whether the database can be reached, without creating, migrating
+/// or changing anything. A SQLite file's directory must exist (the file is created on first
+/// start); a PostgreSQL server must accept a connection within 10 s.
+async fn reachable(database: &DatabaseUrl) -> Result<(), crm_server::settings::Problem> {
+    use crm_server::settings::DATABASE;
+    match database.kind() {
+        crm_server::StoreKind::Sqlite => {
+            let path = database.sqlite_path().unwrap_or_default();
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if !dir.is_dir() {
+                return Err(DATABASE.problem(format!(
+                    "the directory of the SQLite file {} does not exist",
+                    path.display()
+                )));
+            }
+            if path.exists() && !path.is_file() {
+                return Err(DATABASE.problem(format!("{} is not a file", path.display())));
+            }
+            Ok(())
+        }
+        crm_server::StoreKind::Postgres => {
+            let attempt =
+                tokio::time::timeout(Duration::from_secs(10), crm_server::db::probe(database))
+                    .await;
+            match attempt {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(DATABASE.problem(format!("cannot connect to {database}: {e}"))),
+                Err(_) => Err(DATABASE.problem(format!(
+                    "cannot connect to {database}: no answer within 10 s"
+                ))),
+            }
+        }
     }
 }
 
@@ -210,9 +505,13 @@ async fn serve(
     db: Database,
     clock: Arc<dyn Clock>,
     tenancy: Tenancy,
-    listen: SocketAddr,
-    settings: crm_server::HttpSettings,
+    config: ServeConfig,
 ) -> anyhow::Result<()> {
+    let ServeConfig {
+        listen,
+        metrics_listen,
+        http: settings,
+    } = config;
     if let Some(first) = crm_server::bootstrap_if_empty(&tenancy).await? {
         println!(
             "The database was empty, so a project, an API key and a linked account were created.\n\
@@ -240,6 +539,18 @@ async fn serve(
         rate_limit_per_minute = settings.rate_limit_per_minute.unwrap_or(0),
         "listening"
     );
+    if let Some(address) = metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("could not listen on {address} for /metrics"))?;
+        tracing::info!(address = %metrics.local_addr()?, "serving /metrics");
+        let router = crm_server::metrics::router(db.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, router).await {
+                tracing::error!(error = %e, "the /metrics listener stopped");
+            }
+        });
+    }
     let app = crm_server::app(db, clock, &settings);
     crm_server::serve_with(listener, app, &settings, shutdown_signal()).await?;
     tracing::info!("stopped");

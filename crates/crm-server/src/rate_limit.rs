@@ -143,7 +143,7 @@ impl SharedRateLimiter {
         )
         .bind(id)
         .bind(per_minute)
-        .fetch_one(self.db.pool())
+        .fetch_one(&mut *self.db.acquire().await?)
         .await?;
         let admitted: bool = sqlx::Row::get(&row, "admitted");
         if admitted {

@@ -79,7 +79,7 @@ impl Resource for Contact {
 
     fn check(record: &JsonObject) -> Result<(), ApiError> {
         match record.get("last_name").and_then(Value::as_str) {
-            Some(name) if !name.trim().is_empty() => {}
+            Some(name) if !is_blank(name) => {}
             _ => {
                 return Err(ApiError::unprocessable(
                     "last_name",
@@ -170,9 +170,15 @@ impl Resource for CustomFieldDefinition {
     }
 }
 
+/// A name the server refuses: empty, or only white space (the spec's `NOT_BLANK` pattern
+/// states the same rule; a conformance test holds the two together).
+pub fn is_blank(name: &str) -> bool {
+    name.trim().is_empty()
+}
+
 pub fn require_name(record: &JsonObject) -> Result<(), ApiError> {
     match record.get("name").and_then(Value::as_str) {
-        Some(name) if !name.trim().is_empty() => Ok(()),
+        Some(name) if !is_blank(name) => Ok(()),
         _ => Err(ApiError::unprocessable(
             "name",
             "name is required and must not be empty",

@@ -266,7 +266,7 @@ impl Authorizer for Tenancy {
         let row =
             sqlx::query("SELECT project_id, secret_hash, revoked_at FROM api_keys WHERE id = $1")
                 .bind(key_id)
-                .fetch_optional(self.db.pool())
+                .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
                 .await
                 .map_err(internal)?;
         let presented = hash(secret);
@@ -288,7 +288,7 @@ impl Authorizer for Tenancy {
         )
         .bind(account_id)
         .bind(&project_id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
         .await
         .map_err(internal)?;
         let Some(provider) = provider else {

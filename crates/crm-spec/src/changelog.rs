@@ -172,9 +172,28 @@ impl Changelog {
             "## Changes from {} (released) to {} (current)\n",
             self.released, self.current
         );
+        self.write_changes(&mut out);
+        out
+    }
+
+    /// The entry of a release in `CHANGELOG.md`: the version as a heading, the release
+    /// notes written by hand (what the lists cannot say), then the changes, grouped as in
+    /// [`Changelog::to_markdown`].
+    pub fn release_entry(&self, notes: Option<&str>) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "## {}\n", self.current);
+        if let Some(notes) = notes.map(str::trim).filter(|n| !n.is_empty()) {
+            let _ = writeln!(out, "{notes}\n");
+        }
+        let _ = writeln!(out, "Changes from {}:\n", self.released);
+        self.write_changes(&mut out);
+        out
+    }
+
+    fn write_changes(&self, out: &mut String) {
         if self.is_empty() {
             out.push_str("No changes.\n");
-            return out;
+            return;
         }
         for (impact, heading) in [
             (Impact::Breaking, "Breaking"),
@@ -192,7 +211,6 @@ impl Changelog {
             }
             out.push('\n');
         }
-        out
     }
 }
 
@@ -237,8 +255,16 @@ mod tests {
 
     const CONTACTS: &str = "/paths/~1unified~1crm~1contacts";
 
-    fn edited(edit: impl FnOnce(&mut Value)) -> Value {
+    /// The spec as if released as 1.0.0, so that the versions below are fixed whatever
+    /// version the spec is at.
+    fn base() -> Value {
         let mut doc = crm_yaml();
+        set_version(&mut doc, "1.0.0");
+        doc
+    }
+
+    fn edited(edit: impl FnOnce(&mut Value)) -> Value {
+        let mut doc = base();
         edit(&mut doc);
         doc
     }
@@ -305,7 +331,7 @@ mod tests {
 
     #[test]
     fn the_same_document_has_no_changes_and_passes() {
-        let log = Changelog::between(&crm_yaml(), &crm_yaml()).unwrap();
+        let log = Changelog::between(&base(), &base()).unwrap();
         assert!(log.is_empty());
         log.check().unwrap();
         log.check_release().unwrap();
@@ -314,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_removed_field_is_breaking_and_trips_the_gate() {
-        let log = Changelog::between(&crm_yaml(), &edited(remove_field)).unwrap();
+        let log = Changelog::between(&base(), &edited(remove_field)).unwrap();
         assert!(log.breaking().count() > 0, "{}", log.to_markdown());
         let err = log.check().unwrap_err();
         assert!(
@@ -326,7 +352,7 @@ mod tests {
 
     #[test]
     fn a_parameter_made_required_is_breaking_and_trips_the_gate() {
-        let log = Changelog::between(&crm_yaml(), &edited(require_parameter)).unwrap();
+        let log = Changelog::between(&base(), &edited(require_parameter)).unwrap();
         assert!(
             log.breaking()
                 .any(|c| c.message.contains("'raw' was optional and is now required")),
@@ -343,7 +369,7 @@ mod tests {
             require_parameter(d);
             set_version(d, "2.0.0");
         });
-        let log = Changelog::between(&crm_yaml(), &current).unwrap();
+        let log = Changelog::between(&base(), &current).unwrap();
         log.check().unwrap();
         log.check_release().unwrap();
         // A minor bump is not enough.
@@ -352,7 +378,7 @@ mod tests {
             set_version(d, "1.1.0");
         });
         assert!(
-            Changelog::between(&crm_yaml(), &current)
+            Changelog::between(&base(), &current)
                 .unwrap()
                 .check()
                 .is_err()
@@ -361,7 +387,7 @@ mod tests {
 
     #[test]
     fn additive_changes_pass_without_a_new_version() {
-        let log = Changelog::between(&crm_yaml(), &edited(add_things)).unwrap();
+        let log = Changelog::between(&base(), &edited(add_things)).unwrap();
         assert_eq!(log.breaking().count(), 0, "{}", log.to_markdown());
         let additive: Vec<&SpecChange> = log.of_impact(Impact::Additive).collect();
         let says = |words: &str| additive.iter().any(|c| c.message.contains(words));
@@ -388,7 +414,7 @@ mod tests {
             add_things(d);
             set_version(d, "1.1.0");
         });
-        Changelog::between(&crm_yaml(), &current)
+        Changelog::between(&base(), &current)
             .unwrap()
             .check_release()
             .unwrap();
@@ -403,7 +429,7 @@ mod tests {
             contact["properties"]["nickname"] = json!({"type": "string"});
             contact["required"] = json!(["nickname"]);
         });
-        let log = Changelog::between(&crm_yaml(), &current).unwrap();
+        let log = Changelog::between(&base(), &current).unwrap();
         assert!(log.check().is_err(), "{}", log.to_markdown());
         assert!(
             log.breaking()
@@ -427,7 +453,7 @@ mod tests {
                     json!({"type": "apiKey", "in": "header", "name": "x-api-key"}),
                 );
         });
-        let added = Changelog::between(&crm_yaml(), &with_header).unwrap();
+        let added = Changelog::between(&base(), &with_header).unwrap();
         assert_eq!(added.breaking().count(), 0, "{}", added.to_markdown());
         assert_eq!(
             added.of_impact(Impact::Additive).count(),
@@ -436,7 +462,7 @@ mod tests {
             added.to_markdown()
         );
         added.check().unwrap();
-        let removed = Changelog::between(&with_header, &crm_yaml()).unwrap();
+        let removed = Changelog::between(&with_header, &base()).unwrap();
         assert_eq!(removed.breaking().count(), 2, "{}", removed.to_markdown());
         assert!(removed.check().is_err());
     }
@@ -446,7 +472,7 @@ mod tests {
         let current = edited(|d| {
             *d.pointer_mut(&format!("{CONTACTS}/get/summary")).unwrap() = json!("Contacts");
         });
-        let log = Changelog::between(&crm_yaml(), &current).unwrap();
+        let log = Changelog::between(&base(), &current).unwrap();
         assert!(log.of_impact(Impact::Documentation).count() > 0);
         assert_eq!(log.of_impact(Impact::Additive).count(), 0);
         log.check().unwrap();
@@ -458,9 +484,9 @@ mod tests {
 
     #[test]
     fn the_version_never_goes_back() {
-        let mut released = crm_yaml();
+        let mut released = base();
         set_version(&mut released, "1.2.0");
-        let log = Changelog::between(&released, &crm_yaml()).unwrap();
+        let log = Changelog::between(&released, &base()).unwrap();
         assert!(matches!(log.check(), Err(Error::VersionWentBack { .. })));
     }
 
@@ -471,9 +497,7 @@ mod tests {
             add_things(d);
             *d.pointer_mut(&format!("{CONTACTS}/get/summary")).unwrap() = json!("Contacts");
         });
-        let text = Changelog::between(&crm_yaml(), &current)
-            .unwrap()
-            .to_markdown();
+        let text = Changelog::between(&base(), &current).unwrap().to_markdown();
         let at = |heading: &str| {
             text.find(heading)
                 .unwrap_or_else(|| panic!("{heading} missing:\n{text}"))

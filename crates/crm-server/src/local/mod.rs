@@ -315,7 +315,7 @@ impl LocalProvider {
         )
         .bind(&scope.project_id)
         .bind(Contact::KIND)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
         .await
         .map_err(internal)?;
         match mappings {
@@ -337,7 +337,7 @@ impl LocalProvider {
         .bind(&scope.account_id)
         .bind(R::KIND)
         .bind(id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
         .await
         .map_err(internal)?
         .ok_or_else(|| rules::not_found::<R>(id))?;
@@ -499,7 +499,7 @@ impl CrmProvider for LocalProvider {
         mapping: UnifiedCustomFields,
     ) -> ServiceResult<UnifiedCustomFields> {
         for (unified, definition) in &mapping.mappings {
-            if unified.trim().is_empty() || definition.trim().is_empty() {
+            if rules::is_blank(unified) || rules::is_blank(definition) {
                 return Err(ApiError::unprocessable(
                     "mappings",
                     "unified names and definition names must not be empty",
@@ -513,7 +513,7 @@ impl CrmProvider for LocalProvider {
         .bind(&scope.project_id)
         .bind(Contact::KIND)
         .bind(serde_json::to_string(&mapping.mappings).unwrap_or_default())
-        .execute(self.db.pool())
+        .execute(&mut *self.db.acquire().await.map_err(internal)?)
         .await
         .map_err(internal)?;
         Ok(mapping)
@@ -567,7 +567,9 @@ impl CrmProvider for LocalProvider {
         let lists = self.page::<List>(scope, page).await?;
         let mut data = Vec::with_capacity(lists.data.len());
         for (seq, mut list) in lists.data {
-            list.items = Some(lists::items(self.db.pool(), scope, seq).await?);
+            list.items = Some(
+                lists::items(&mut *self.db.acquire().await.map_err(internal)?, scope, seq).await?,
+            );
             data.push(list);
         }
         Ok(Page {
@@ -585,7 +587,8 @@ impl CrmProvider for LocalProvider {
     ) -> ServiceResult<Served<List>> {
         let served = self.get::<List>(scope, id, read).await?;
         let (seq, mut list) = served.data;
-        list.items = Some(lists::items(self.db.pool(), scope, seq).await?);
+        list.items =
+            Some(lists::items(&mut *self.db.acquire().await.map_err(internal)?, scope, seq).await?);
         Ok(Served {
             data: list,
             raw: served.raw,
@@ -612,7 +615,8 @@ impl CrmProvider for LocalProvider {
             .update::<List, _>(scope, Locator::Id(id), write)
             .await?;
         let (seq, mut data) = served.data;
-        data.items = Some(lists::items(self.db.pool(), scope, seq).await?);
+        data.items =
+            Some(lists::items(&mut *self.db.acquire().await.map_err(internal)?, scope, seq).await?);
         Ok(Served {
             data,
             raw: served.raw,

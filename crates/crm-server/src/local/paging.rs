@@ -151,7 +151,10 @@ pub async fn read_page(
         if order == Order::Updated {
             query = query.bind(updated_after.as_deref());
         }
-        let found = query.fetch_all(db.pool()).await.map_err(internal)?;
+        let found = query
+            .fetch_all(&mut *db.acquire().await.map_err(internal)?)
+            .await
+            .map_err(internal)?;
         let total = found.len();
         let mut rows = Vec::with_capacity(page_size.min(total));
         let mut last = start;
@@ -251,7 +254,7 @@ async fn incremental_start(
         .bind(&scope.account_id)
         .bind(kind)
         .bind(updated_after)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *db.acquire().await.map_err(internal)?)
         .await
         .map_err(internal)?;
     let first: Option<i64> = row.get("first");
@@ -295,7 +298,7 @@ impl BatchReader {
     pub async fn next(&mut self) -> ServiceResult<Option<JsonObject>> {
         if self.buffered.is_empty() && !self.done {
             if self.connection.is_none() {
-                self.connection = Some(self.db.pool().acquire().await.map_err(internal)?);
+                self.connection = Some(self.db.acquire().await.map_err(internal)?);
             }
             let connection = self.connection.as_mut().expect("acquired above");
             let rows = sqlx::query(

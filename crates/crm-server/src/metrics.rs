@@ -1,0 +1,139 @@
+//! Prometheus metrics: the recorder the `metrics` facade reports into (installed once per
+//! process), `GET /metrics` in the Prometheus text format, and the metrics of the database.
+//!
+//! The HTTP and provider metrics are named and reported in [`crm_api::metrics`]; this module
+//! adds the database's: the pool's connections (in use, idle, and requests waiting for one)
+//! and the duration of write transactions. Every metric is listed in the README's Operations
+//! section.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::db::Database;
+
+/// Connections of the pool, by state (`in_use`, `idle`), read when scraped.
+pub const POOL_CONNECTIONS: &str = "crm_db_pool_connections";
+/// The most connections the pool opens.
+pub const POOL_MAX_CONNECTIONS: &str = "crm_db_pool_max_connections";
+/// Requests waiting for a connection of the pool right now.
+pub const POOL_WAITING: &str = "crm_db_pool_waiting";
+/// Seconds a write transaction took, from the wait for `BEGIN` to the end of `COMMIT`, by
+/// outcome (`commit`, `rollback`, `failed`).
+pub const WRITE_TRANSACTION_DURATION: &str = "crm_db_write_transaction_duration_seconds";
+
+/// Histogram buckets of every `*_duration_seconds` metric: 0.5 ms to 30 s.
+const BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process's recorder, installed on first use. When another recorder was installed
+/// first (a program embedding the server with its own), this one still renders, but only
+/// what was reported to it: nothing.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".to_owned()), &BUCKETS)
+            .expect("the buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "a metrics recorder was installed already; /metrics shows none of its metrics"
+            );
+        }
+        handle
+    })
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format, with the pool's gauges read
+/// from `db` at that moment. Needs no API key.
+pub fn router(db: Database) -> Router {
+    handle();
+    Router::new().route("/metrics", get(render)).with_state(db)
+}
+
+async fn render(State(db): State<Database>) -> Response {
+    let pool = db.pool();
+    let size = f64::from(pool.size());
+    // The pool's idle count can run ahead of its size for a moment while a connection closes.
+    let idle = (pool.num_idle() as f64).min(size);
+    metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use").set(size - idle);
+    metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(idle);
+    metrics::gauge!(POOL_MAX_CONNECTIONS).set(f64::from(pool.options().get_max_connections()));
+    let handle = handle();
+    handle.run_upkeep();
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// Counts a request waiting for a connection of the pool while it lives.
+pub struct PoolWaiting(());
+
+impl PoolWaiting {
+    pub fn start() -> PoolWaiting {
+        metrics::gauge!(POOL_WAITING).increment(1.0);
+        PoolWaiting(())
+    }
+}
+
+impl Drop for PoolWaiting {
+    fn drop(&mut self) {
+        metrics::gauge!(POOL_WAITING).decrement(1.0);
+    }
+}
+
+/// Records the duration of one write transaction.
+pub fn write_transaction(elapsed: Duration, outcome: &'static str) {
+    metrics::histogram!(WRITE_TRANSACTION_DURATION, "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crm_api::metrics::{Retry, provider_call, provider_retry, token_refresh};
+
+    use super::*;
+
+    #[test]
+    fn what_a_connector_reports_is_rendered_with_its_labels() {
+        let handle = handle();
+        provider_call("hubspot", "list_contacts", Some(200), Duration::from_millis(40));
+        provider_call("hubspot", "list_contacts", Some(429), Duration::from_millis(5));
+        provider_call("pipedrive", "get_contact", None, Duration::from_secs(2));
+        provider_retry("hubspot", Retry::RateLimited);
+        token_refresh("hubspot", true);
+        token_refresh("pipedrive", false);
+        write_transaction(Duration::from_millis(3), "commit");
+        let text = handle.render();
+        for line in [
+            r#"crm_provider_calls_total{provider="hubspot",operation="list_contacts",status="200"} 1"#,
+            r#"crm_provider_calls_total{provider="hubspot",operation="list_contacts",status="429"} 1"#,
+            r#"crm_provider_calls_total{provider="pipedrive",operation="get_contact",status="0"} 1"#,
+            r#"crm_provider_rate_limited_total{provider="hubspot"} 1"#,
+            r#"crm_provider_retries_total{provider="hubspot",reason="rate_limited"} 1"#,
+            r#"crm_provider_token_refreshes_total{provider="hubspot",outcome="ok"} 1"#,
+            r#"crm_provider_token_refreshes_total{provider="pipedrive",outcome="failed"} 1"#,
+            r#"crm_provider_call_duration_seconds_bucket{provider="hubspot",operation="list_contacts",le="0.05"} 2"#,
+            r#"crm_db_write_transaction_duration_seconds_count{outcome="commit"}"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}
