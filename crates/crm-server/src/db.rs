@@ -55,6 +55,34 @@ impl DatabaseUrl {
             .replace("%25", "%");
         Some(path.into())
     }
+
+    /// Fails when the URL verifies certificates against a CA file (`sslrootcert`) that
+    /// cannot be read, which sqlx would report as a failure to talk to the database.
+    fn check_ssl_root_cert(&self) -> Result<(), sqlx::Error> {
+        if self.kind != StoreKind::Postgres {
+            return Ok(());
+        }
+        let Ok(url) = url::Url::parse(&self.url) else {
+            return Ok(());
+        };
+        let verifies = url.query_pairs().any(|(key, value)| {
+            matches!(&*key, "sslmode" | "ssl-mode")
+                && matches!(&*value.to_ascii_lowercase(), "verify-ca" | "verify-full")
+        });
+        if !verifies {
+            return Ok(());
+        }
+        for (key, value) in url.query_pairs() {
+            let names_a_file = matches!(&*key, "sslrootcert" | "ssl-root-cert" | "ssl-ca")
+                && !value.trim_start().starts_with("-----BEGIN");
+            if names_a_file && let Err(e) = std::fs::File::open(&*value) {
+                return Err(sqlx::Error::Tls(
+                    format!("cannot read the CA file sslrootcert={value}: {e}").into(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Connects once to `url` and closes the connection: whether the database can be reached
@@ -210,6 +238,65 @@ pub struct OpenError {
     source: sqlx::Error,
 }
 
+impl OpenError {
+    /// `what` failed; a failure of TLS says so, and why, in place of `what`.
+    fn new(what: &'static str, url: &DatabaseUrl, source: sqlx::Error) -> OpenError {
+        OpenError {
+            what: tls_failure(&source).unwrap_or(what),
+            database: url.to_string(),
+            source,
+        }
+    }
+}
+
+/// What went wrong, when `error` is a failure of TLS to the database: sqlx reports a
+/// certificate the client refused as an I/O error wrapping rustls' reason, somewhere down
+/// the chain of sources (inside a migration error, say).
+pub fn tls_failure(error: &sqlx::Error) -> Option<&'static str> {
+    use rustls::CertificateError as Cert;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = next {
+        if let Some(sqlx::Error::Tls(_)) = error.downcast_ref::<sqlx::Error>() {
+            return Some("TLS to the database failed");
+        }
+        let refused = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref())
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        if let Some(refused) = refused {
+            return Some(match refused {
+                rustls::Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
+                    "TLS to the database failed: certificate verification refused the server's \
+                     certificate, which no trusted CA signed (sslrootcert must name the file of \
+                     the CA that signed it)"
+                }
+                rustls::Error::InvalidCertificate(
+                    Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+                ) => {
+                    "TLS to the database failed: certificate verification refused the server's \
+                     certificate, which does not name the host of the database URL"
+                }
+                rustls::Error::InvalidCertificate(
+                    Cert::Expired
+                    | Cert::ExpiredContext { .. }
+                    | Cert::NotValidYet
+                    | Cert::NotValidYetContext { .. },
+                ) => {
+                    "TLS to the database failed: certificate verification refused the server's \
+                     certificate, which is expired or not valid yet"
+                }
+                rustls::Error::InvalidCertificate(_) => {
+                    "TLS to the database failed: certificate verification refused the server's \
+                     certificate"
+                }
+                _ => "TLS to the database failed",
+            });
+        }
+        next = error.source();
+    }
+    None
+}
+
 impl Database {
     /// Opens the database (creating a SQLite file if missing) and runs the migrations this
     /// binary carries for its store. On PostgreSQL the migrator holds an advisory lock, so
@@ -220,11 +307,12 @@ impl Database {
     /// `synchronous_commit` and `full_page_writes` on (a test checks the live settings).
     pub async fn open(url: &DatabaseUrl, settings: PoolSettings) -> Result<Database, OpenError> {
         let db = Self::connect(url, settings).await?;
-        db.migrate().await.map_err(|source| OpenError {
-            what: "could not run the database migrations",
-            database: url.to_string(),
-            source,
+        db.migrate().await.map_err(|source| {
+            OpenError::new("could not run the database migrations", url, source)
         })?;
+        crate::backup::adopt_restored_positions(&db)
+            .await
+            .map_err(|source| OpenError::new("could not adopt a restored database", url, source))?;
         match db.durability_problems().await {
             Ok(problems) => {
                 for problem in problems {
@@ -243,11 +331,8 @@ impl Database {
     /// Connects without running migrations.
     pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<Database, OpenError> {
         sqlx::any::install_default_drivers();
-        let failed = |source| OpenError {
-            what: "could not open the database",
-            database: url.to_string(),
-            source,
-        };
+        let failed = |source| OpenError::new("could not open the database", url, source);
+        url.check_ssl_root_cert().map_err(failed)?;
         let options = AnyConnectOptions::from_str(url.secret_url())
             .map_err(failed)?
             // Statements are logged by our own request logs; sqlx's would repeat them.

@@ -1,6 +1,7 @@
 //! The unified CRM API server: tenancy, API keys, idempotency keys and the built-in
 //! `local` provider over SQLite or PostgreSQL, behind the router of the `crm-api` crate.
 
+pub mod backup;
 pub mod clock;
 pub mod custom_fields;
 pub mod db;

@@ -160,6 +160,19 @@ enum Admin {
         #[arg(value_name = "FILE.ndjson")]
         file: std::path::PathBuf,
     },
+    /// Writes a consistent copy of a SQLite store to a new file, while servers run on it.
+    ///
+    /// Uses SQLite's VACUUM INTO: the copy holds every write committed before the backup
+    /// started, compacted, and is synced to disk before the command returns; servers keep
+    /// reading and writing meanwhile. A file already at --to is refused, never overwritten.
+    /// Prints the file written, its size and the time taken. To restore, start a server on
+    /// the copy (--database <FILE>). A PostgreSQL store is refused: back it up with pg_dump
+    /// (see the README's Operations section).
+    Backup {
+        /// The new file to write the copy to.
+        #[arg(long, value_name = "FILE")]
+        to: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -244,6 +257,15 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     }
     // The error names the database without its password.
     let database = database.expect("checked above");
+    // Opening creates a missing SQLite file: a backup of nothing would be an empty store.
+    if let Command::Admin {
+        command: Admin::Backup { .. },
+    } = &cli.command
+        && let Some(path) = database.sqlite_path()
+        && !path.exists()
+    {
+        anyhow::bail!("there is no SQLite store at {} to back up", path.display());
+    }
     let db = Database::open(&database, pool).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let tenancy = Tenancy::new(db.clone(), clock.clone());
@@ -492,7 +514,10 @@ async fn reachable(database: &DatabaseUrl) -> Result<(), crm_server::settings::P
                     .await;
             match attempt {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(DATABASE.problem(format!("cannot connect to {database}: {e}"))),
+                Ok(Err(e)) => Err(DATABASE.problem(match crm_server::db::tls_failure(&e) {
+                    Some(tls) => format!("cannot connect to {database}: {tls}: {e}"),
+                    None => format!("cannot connect to {database}: {e}"),
+                })),
                 Err(_) => Err(DATABASE.problem(format!(
                     "cannot connect to {database}: no answer within 10 s"
                 ))),
@@ -640,6 +665,7 @@ async fn admin(db: &Database, tenancy: &Tenancy, command: Admin) -> anyhow::Resu
                     })?;
             println!("{report}");
         }
+        Admin::Backup { to } => println!("{}", crm_server::backup::sqlite(db, &to).await?),
     }
     Ok(())
 }

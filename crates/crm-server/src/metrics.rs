@@ -114,8 +114,18 @@ mod tests {
     #[test]
     fn what_a_connector_reports_is_rendered_with_its_labels() {
         let handle = handle();
-        provider_call("hubspot", "list_contacts", Some(200), Duration::from_millis(40));
-        provider_call("hubspot", "list_contacts", Some(429), Duration::from_millis(5));
+        provider_call(
+            "hubspot",
+            "list_contacts",
+            Some(200),
+            Duration::from_millis(40),
+        );
+        provider_call(
+            "hubspot",
+            "list_contacts",
+            Some(429),
+            Duration::from_millis(5),
+        );
         provider_call("pipedrive", "get_contact", None, Duration::from_secs(2));
         provider_retry("hubspot", Retry::RateLimited);
         token_refresh("hubspot", true);

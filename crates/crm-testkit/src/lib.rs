@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -120,6 +120,8 @@ pub struct PgCluster {
     password: String,
     /// Set when this process is root, which PostgreSQL refuses to run as.
     run_as: Option<(u32, u32)>,
+    /// Whether the server runs with `ssl = on` (see [`PgCluster::start_with_tls`]).
+    tls: bool,
     guard: Child,
 }
 
@@ -130,6 +132,10 @@ while read -r _; do :; done
 "$1" -D "$2" -m fast -w stop >/dev/null 2>&1
 rm -rf "$3"
 "#;
+
+/// The names of the certificate and key of a TLS cluster, in its base directory.
+const TLS_CERT: &str = "server.crt";
+const TLS_KEY: &str = "server.key";
 
 /// How long a server may take to come up before the test fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -144,6 +150,18 @@ impl PgCluster {
 
     /// A new cluster owned by the caller, for tests that stop and restart the server.
     pub fn start_new() -> PgCluster {
+        PgCluster::start(None)
+    }
+
+    /// A new cluster that speaks TLS with the certificate `cert` and its private key `key`
+    /// (PEM files; the cluster keeps copies, the key with mode 0600 owned by the server's
+    /// user, as PostgreSQL requires). It accepts TCP connections only over TLS
+    /// (`hostssl` in `pg_hba.conf`), so a client that connects at all used TLS.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> PgCluster {
+        PgCluster::start(Some((cert, key)))
+    }
+
+    fn start(tls: Option<(&Path, &Path)>) -> PgCluster {
         let bin = bin_dir().to_owned();
         let base = tempfile::Builder::new()
             .prefix("crm-pg-")
@@ -193,9 +211,13 @@ impl PgCluster {
             port: 0,
             password,
             run_as,
+            tls: tls.is_some(),
             guard,
         };
         cluster.initdb();
+        if let Some((cert, key)) = tls {
+            cluster.install_tls(cert, key);
+        }
         let mut attempt = 1;
         loop {
             cluster.port = free_port();
@@ -322,16 +344,48 @@ impl PgCluster {
         }
     }
 
+    /// Copies the certificate and key into the cluster's directory, owned by the server's
+    /// user, and lets TCP clients in only over TLS.
+    fn install_tls(&self, cert: &Path, key: &Path) {
+        for (from, name, mode) in [(cert, TLS_CERT, 0o644), (key, TLS_KEY, 0o600)] {
+            let to = self.base.path().join(name);
+            fs::copy(from, &to)
+                .unwrap_or_else(|e| panic!("copy {} for PostgreSQL: {e}", from.display()));
+            fs::set_permissions(&to, fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", to.display()));
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid))
+                    .unwrap_or_else(|e| panic!("chown {}: {e}", to.display()));
+            }
+        }
+        let hba = self.data_dir().join("pg_hba.conf");
+        let rules = fs::read_to_string(&hba).expect("read pg_hba.conf");
+        let rules: String = rules
+            .lines()
+            .map(|line| match line.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        fs::write(&hba, rules).expect("write pg_hba.conf");
+    }
+
     fn pg_ctl_start(&self) -> Result<(), String> {
         // pg_ctl puts the server in a session of its own and runs it through /bin/sh, hence
         // the quoting; the start_new assertion keeps quotes out of the path.
-        let options = format!(
+        let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c 'unix_socket_directories={}' \
              -c fsync=on -c synchronous_commit=on -c full_page_writes=on \
              -c max_connections=400 -c shared_buffers=32MB",
             self.port,
             self.base.path().display()
         );
+        if self.tls {
+            let base = self.base.path().display();
+            options.push_str(&format!(
+                " -c ssl=on -c 'ssl_cert_file={base}/{TLS_CERT}' -c 'ssl_key_file={base}/{TLS_KEY}'"
+            ));
+        }
         let out = self
             .tool("pg_ctl")
             .arg("-D")
@@ -412,6 +466,14 @@ impl std::fmt::Debug for PgCluster {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("local address").port()
+}
+
+/// A PostgreSQL program of the installation the clusters run (`pg_dump`, `pg_restore`,
+/// `psql`, ...), for tests that run the procedures the README gives operators.
+pub fn pg_program(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} is not installed", path.display());
+    path
 }
 
 /// The directory holding `initdb`, `pg_ctl`, `postgres` and `pg_isready`. Debian keeps them
