@@ -218,6 +218,10 @@ impl Default for PoolSettings {
 pub struct Database {
     pool: AnyPool,
     kind: StoreKind,
+    /// SQLite only: the hot reads, run in place (see `sqlite_reads`).
+    reads: Option<std::sync::Arc<crate::sqlite_reads::SqliteReads>>,
+    /// SQLite only: this process's writers queue here, in order, before `BEGIN IMMEDIATE`.
+    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl fmt::Debug for Database {
@@ -341,6 +345,11 @@ impl Database {
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            // No ping before every acquire: on SQLite it is a round trip to the connection's
+            // worker thread, on PostgreSQL one over the network, and it doubled the cost of
+            // a read. A connection that died fails its next query, answered 503 (see
+            // `tenancy::internal`), and the pool drops it.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if kind == StoreKind::Sqlite {
@@ -362,7 +371,16 @@ impl Database {
             Ok(pool.connect_lazy_with(options))
         }
         .map_err(failed)?;
-        Ok(Database { pool, kind })
+        let reads = url
+            .sqlite_path()
+            .map(|path| std::sync::Arc::new(crate::sqlite_reads::SqliteReads::new(&path)));
+        let write_gate = (kind == StoreKind::Sqlite).then(Default::default);
+        Ok(Database {
+            pool,
+            kind,
+            reads,
+            write_gate,
+        })
     }
 
     async fn migrate(&self) -> Result<(), sqlx::Error> {
@@ -392,26 +410,42 @@ impl Database {
         self.kind
     }
 
+    /// On SQLite, the read-only connections the hot reads run on in place; `None` on
+    /// PostgreSQL, where they go through the pool like everything else.
+    pub fn sqlite_reads(&self) -> Option<&crate::sqlite_reads::SqliteReads> {
+        self.reads.as_deref()
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
     /// The transaction every write runs in. On SQLite `BEGIN IMMEDIATE` takes the write lock
-    /// up front, so two writers queue on the busy timeout instead of failing to upgrade a
-    /// read lock; on PostgreSQL the rows a write reads are locked with `FOR UPDATE`.
+    /// up front, so two writers never fail to upgrade a read lock; the writers of this
+    /// process first queue in order on an in-process gate, since SQLite's own busy handler
+    /// makes a waiting writer sleep (up to 100 ms a try), which left the slowest writes of a
+    /// burst waiting for half a second. Other processes (an `admin` command) still meet the
+    /// busy timeout. On PostgreSQL the rows a write reads are locked with `FOR UPDATE`.
     pub async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
         let started = std::time::Instant::now();
-        let tx = {
+        let (tx, gate) = {
             let _waiting = crate::metrics::PoolWaiting::start();
             match self.kind {
-                StoreKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-                StoreKind::Postgres => self.pool.begin().await?,
+                StoreKind::Sqlite => {
+                    let gate = match &self.write_gate {
+                        Some(gate) => Some(gate.clone().lock_owned().await),
+                        None => None,
+                    };
+                    (self.pool.begin_with("BEGIN IMMEDIATE").await?, gate)
+                }
+                StoreKind::Postgres => (self.pool.begin().await?, None),
             }
         };
         Ok(WriteTransaction {
             tx: Some(tx),
             started,
+            _gate: gate,
         })
     }
 
@@ -539,6 +573,9 @@ impl Drop for Exclusive {
 pub struct WriteTransaction {
     tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
     started: std::time::Instant,
+    /// SQLite: this process's write gate, held until the transaction ends (declared after
+    /// `tx`, so a rollback on drop happens before the next writer goes).
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl WriteTransaction {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod rules;
 pub mod settings;
+pub mod sqlite_reads;
 pub mod tenancy;
 pub mod transfer;
 

@@ -10,6 +10,12 @@ use clap::{Parser, Subcommand};
 use crm_server::{Clock, Database, DatabaseUrl, PoolSettings, SystemClock, Tenancy, tenancy};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the C library's allocator: a request allocates and frees many small
+/// objects across two threads, and glibc's malloc took about 12% of the server's time in a
+/// profile of `GET /healthz` under load (see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "crm-server", version, about = "The unified CRM API server")]
 struct Cli {

@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::clock::Clock;
 use crate::db::{Database, timestamp};
+use crate::sqlite_reads::bind_numbered;
 
 /// The only provider built in so far: records live in this server's own database.
 pub const LOCAL_PROVIDER: &str = "local";
@@ -263,34 +264,51 @@ impl Authorizer for Tenancy {
     async fn authorize(&self, key: &ApiKey, account_id: &str) -> Result<AccountScope, ApiError> {
         let invalid = || ApiError::unauthorized("invalid API key");
         let (key_id, secret) = split_key(&key.0).ok_or_else(invalid)?;
-        let row =
-            sqlx::query("SELECT project_id, secret_hash, revoked_at FROM api_keys WHERE id = $1")
+        // The key and the linked account in one round trip: the account is looked up only
+        // within the key's own project, and its provider is NULL when it is not there.
+        const KEY_AND_ACCOUNT: &str = "SELECT k.project_id, k.secret_hash, k.revoked_at, a.provider \
+             FROM api_keys k \
+             LEFT JOIN linked_accounts a ON a.id = $2 AND a.project_id = k.project_id \
+             WHERE k.id = $1";
+        type Found = (String, Vec<u8>, Option<String>, Option<String>);
+        let found: Option<Found> = match self.db.sqlite_reads() {
+            Some(reads) => reads
+                .read(|conn| {
+                    let mut statement = conn.prepare_cached(KEY_AND_ACCOUNT)?;
+                    bind_numbered(&mut statement, &[&key_id, &account_id])?;
+                    let mut rows = statement.raw_query();
+                    rows.next()?
+                        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                        .transpose()
+                })
+                .map_err(read_failed)?,
+            None => sqlx::query(KEY_AND_ACCOUNT)
                 .bind(key_id)
+                .bind(account_id)
                 .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
                 .await
-                .map_err(internal)?;
+                .map_err(internal)?
+                .map(|row| {
+                    (
+                        row.get("project_id"),
+                        row.get("secret_hash"),
+                        row.get("revoked_at"),
+                        row.get("provider"),
+                    )
+                }),
+        };
         let presented = hash(secret);
-        let Some(row) = row else {
+        let Some((project_id, stored, revoked_at, provider)) = found else {
             // Compare anyway, so an unknown key id costs the same time as a wrong secret.
             let _ = presented.ct_eq(&[0u8; 32]);
             return Err(invalid());
         };
-        let stored: Vec<u8> = row.get("secret_hash");
         if !bool::from(presented.ct_eq(&stored)) {
             return Err(invalid());
         }
-        if row.get::<Option<String>, _>("revoked_at").is_some() {
+        if revoked_at.is_some() {
             return Err(ApiError::unauthorized("this API key has been revoked"));
         }
-        let project_id: String = row.get("project_id");
-        let provider: Option<String> = sqlx::query_scalar(
-            "SELECT provider FROM linked_accounts WHERE id = $1 AND project_id = $2",
-        )
-        .bind(account_id)
-        .bind(&project_id)
-        .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
-        .await
-        .map_err(internal)?;
         let Some(provider) = provider else {
             return Err(ApiError::not_found(format!(
                 "linked account {account_id} not found for this API key's project"
@@ -303,6 +321,12 @@ impl Authorizer for Tenancy {
             provider,
         })
     }
+}
+
+/// A failed in-place SQLite read (see `sqlite_reads`), as the caller sees it: 500, the
+/// error itself in the log.
+pub(crate) fn read_failed(e: crate::sqlite_reads::ReadError) -> ApiError {
+    internal(sqlx::Error::Protocol(e.to_string()))
 }
 
 /// A database failure, as the caller sees it: 503 when the database cannot be reached (it

@@ -1,4 +1,6 @@
-//! `cargo xtask bench`: figures of the release server on both stores, side by side.
+//! `cargo xtask bench`: figures of the release server on both stores, side by side
+//! (`http`: the server under load beside its ceiling; `listing`: the listing at a million
+//! contacts).
 //!
 //! A benchmark builds the release server, gives it each store in turn (a SQLite file in a
 //! temporary directory; a PostgreSQL server of its own from `crm-testkit`, with `fsync` and
@@ -30,8 +32,14 @@ use sqlx::{AssertSqlSafe, Row as _};
 
 use xtask::workspace_root;
 
+mod http;
+
 #[derive(Subcommand)]
 pub enum Bench {
+    /// The server under load (wrk) beside its ceiling, a minimal axum route, per store:
+    /// health, GET, lists, a filtered page, create, PATCH, export, peak RSS; writes
+    /// `<target>/bench/report.md` and `.json`.
+    Http(http::HttpArgs),
     /// The contacts listing of one linked account: the first page, a page of
     /// `filter[updated_after]` where 10 contacts match, and a deep page by cursor.
     Listing(ListingArgs),
@@ -73,6 +81,7 @@ impl Store {
 pub fn run(bench: Bench) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match bench {
+        Bench::Http(args) => runtime.block_on(http::run(args)),
         Bench::Listing(args) => runtime.block_on(listing(args)),
     }
 }

@@ -31,7 +31,8 @@ use crate::clock::Clock;
 use crate::custom_fields;
 use crate::db::{Database, timestamp};
 use crate::rules::{self, Resource, parse_body, present, typed};
-use crate::tenancy::internal;
+use crate::sqlite_reads::bind_numbered;
+use crate::tenancy::{internal, read_failed};
 
 pub use lists::MAX_ITEMS_PER_CALL;
 pub use paging::{EXPORT_BATCH, Order, Position, incremental_start_query, page_query};
@@ -310,19 +311,25 @@ impl LocalProvider {
 
     /// The project's unified custom field mapping for contacts.
     async fn mapping(&self, scope: &AccountScope) -> ServiceResult<BTreeMap<String, String>> {
-        let mappings: Option<String> = sqlx::query_scalar(
-            "SELECT mappings FROM unified_custom_fields WHERE project_id = $1 AND kind = $2",
-        )
-        .bind(&scope.project_id)
-        .bind(Contact::KIND)
-        .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
-        .await
-        .map_err(internal)?;
-        match mappings {
-            Some(m) => serde_json::from_str(&m)
-                .map_err(|e| ApiError::internal(format!("a stored mapping is corrupt: {e}"))),
-            None => Ok(BTreeMap::new()),
-        }
+        const MAPPING: &str =
+            "SELECT mappings FROM unified_custom_fields WHERE project_id = $1 AND kind = $2";
+        let mappings: Option<String> = match self.db.sqlite_reads() {
+            Some(reads) => reads
+                .read(|conn| {
+                    let mut statement = conn.prepare_cached(MAPPING)?;
+                    bind_numbered(&mut statement, &[&scope.project_id, &Contact::KIND])?;
+                    let mut rows = statement.raw_query();
+                    rows.next()?.map(|r| r.get(0)).transpose()
+                })
+                .map_err(read_failed)?,
+            None => sqlx::query_scalar(MAPPING)
+                .bind(&scope.project_id)
+                .bind(Contact::KIND)
+                .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
+                .await
+                .map_err(internal)?,
+        };
+        parse_mapping(mappings)
     }
 
     async fn get<R: Resource>(
@@ -331,21 +338,52 @@ impl LocalProvider {
         id: &str,
         read: &ReadRequest,
     ) -> ServiceResult<Served<(i64, R)>> {
-        let row = sqlx::query(
-            "SELECT seq, body FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
-        )
-        .bind(&scope.account_id)
-        .bind(R::KIND)
-        .bind(id)
-        .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| rules::not_found::<R>(id))?;
-        let record = parse_body(row.get("body"))?;
+        // The record and the project's mapping in one round trip.
+        const RECORD: &str = "SELECT r.seq, r.body, m.mappings FROM records r \
+             LEFT JOIN unified_custom_fields m ON m.project_id = $4 AND m.kind = $5 \
+             WHERE r.linked_account_id = $1 AND r.kind = $2 AND r.id = $3";
+        let found: Option<(i64, String, Option<String>)> = match self.db.sqlite_reads() {
+            Some(reads) => reads
+                .read(|conn| {
+                    let mut statement = conn.prepare_cached(RECORD)?;
+                    bind_numbered(
+                        &mut statement,
+                        &[
+                            &scope.account_id,
+                            &R::KIND,
+                            &id,
+                            &scope.project_id,
+                            &Contact::KIND,
+                        ],
+                    )?;
+                    let mut rows = statement.raw_query();
+                    rows.next()?
+                        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .transpose()
+                })
+                .map_err(read_failed)?,
+            None => sqlx::query(RECORD)
+                .bind(&scope.account_id)
+                .bind(R::KIND)
+                .bind(id)
+                .bind(&scope.project_id)
+                .bind(Contact::KIND)
+                .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
+                .await
+                .map_err(internal)?
+                .map(|row| (row.get("seq"), row.get("body"), row.get("mappings"))),
+        };
+        let (seq, body, mappings) = found.ok_or_else(|| rules::not_found::<R>(id))?;
+        let record = parse_body(&body)?;
         let raw = raw::read(R::KIND, &record, &read.proxy);
-        let data: R = self.present(scope, record).await?;
+        let mapping = if R::CUSTOM_FIELDS {
+            parse_mapping(mappings)?
+        } else {
+            BTreeMap::new()
+        };
+        let data: R = present(record, &mapping)?;
         Ok(Served {
-            data: (row.get("seq"), data),
+            data: (seq, data),
             raw: vec![raw],
         })
     }
@@ -388,6 +426,15 @@ impl LocalProvider {
         lists::forget_item(&mut tx, scope, id).await?;
         tx.commit().await.map_err(internal)?;
         Ok(())
+    }
+}
+
+/// A stored mapping (JSON) as the map it is; none stored is the empty mapping.
+fn parse_mapping(stored: Option<String>) -> ServiceResult<BTreeMap<String, String>> {
+    match stored {
+        Some(m) => serde_json::from_str(&m)
+            .map_err(|e| ApiError::internal(format!("a stored mapping is corrupt: {e}"))),
+        None => Ok(BTreeMap::new()),
     }
 }
 

@@ -21,7 +21,8 @@ use sqlx::Row;
 
 use crate::db::{Database, timestamp};
 use crate::rules::parse_body;
-use crate::tenancy::internal;
+use crate::sqlite_reads::bind_numbered;
+use crate::tenancy::{internal, read_failed};
 
 /// How long a page waits for writes still running below its positions to finish, before
 /// it serves the records before them and leaves the rest to the next page.
@@ -142,26 +143,62 @@ pub async fn read_page(
     // are short, so wait a moment for them before serving a shorter page.
     let patience = std::time::Instant::now() + HORIZON_PATIENCE;
     let (rows, last, total) = loop {
-        let mut query = sqlx::query(sql)
-            .bind(&scope.account_id)
-            .bind(kind)
-            .bind(start.pos)
-            .bind(start.seq)
-            .bind(i64::from(request.page_size) + 1);
-        if order == Order::Updated {
-            query = query.bind(updated_after.as_deref());
-        }
-        let found = query
-            .fetch_all(&mut *db.acquire().await.map_err(internal)?)
-            .await
-            .map_err(internal)?;
+        let limit = i64::from(request.page_size) + 1;
+        // (pos, horizon, seq, body) of each row.
+        let found: Vec<(i64, i64, i64, String)> = match db.sqlite_reads() {
+            Some(reads) => reads
+                .read(|conn| {
+                    let mut statement = conn.prepare_cached(sql)?;
+                    let mut values: Vec<&dyn rusqlite::ToSql> =
+                        vec![&scope.account_id, &kind, &start.pos, &start.seq, &limit];
+                    if order == Order::Updated {
+                        values.push(&updated_after);
+                    }
+                    bind_numbered(&mut statement, &values)?;
+                    let mut rows = statement.raw_query();
+                    let mut found = Vec::with_capacity(page_size + 1);
+                    while let Some(row) = rows.next()? {
+                        found.push((
+                            row.get("pos")?,
+                            row.get("horizon")?,
+                            row.get("seq")?,
+                            row.get("body")?,
+                        ));
+                    }
+                    Ok(found)
+                })
+                .map_err(read_failed)?,
+            None => {
+                let mut query = sqlx::query(sql)
+                    .bind(&scope.account_id)
+                    .bind(kind)
+                    .bind(start.pos)
+                    .bind(start.seq)
+                    .bind(limit);
+                if order == Order::Updated {
+                    query = query.bind(updated_after.as_deref());
+                }
+                query
+                    .fetch_all(&mut *db.acquire().await.map_err(internal)?)
+                    .await
+                    .map_err(internal)?
+                    .into_iter()
+                    .map(|row| {
+                        (
+                            row.get("pos"),
+                            row.get("horizon"),
+                            row.get("seq"),
+                            row.get("body"),
+                        )
+                    })
+                    .collect()
+            }
+        };
         let total = found.len();
         let mut rows = Vec::with_capacity(page_size.min(total));
         let mut last = start;
         let mut held_back = false;
-        for row in found {
-            let pos: i64 = row.get("pos");
-            let horizon: i64 = row.get("horizon");
+        for (pos, horizon, seq, body) in found {
             if rows.len() == page_size {
                 break;
             }
@@ -171,12 +208,8 @@ pub async fn read_page(
                 held_back = true;
                 break;
             }
-            last = Position {
-                order,
-                pos,
-                seq: row.get("seq"),
-            };
-            rows.push((last.seq, parse_body(row.get("body"))?));
+            last = Position { order, pos, seq };
+            rows.push((last.seq, parse_body(&body)?));
         }
         if !held_back || std::time::Instant::now() >= patience {
             break (rows, last, total);
@@ -250,15 +283,28 @@ async fn incremental_start(
     kind: &str,
     updated_after: Option<&str>,
 ) -> ServiceResult<Option<i64>> {
-    let row = sqlx::query(incremental_start_query(db))
-        .bind(&scope.account_id)
-        .bind(kind)
-        .bind(updated_after)
-        .fetch_one(&mut *db.acquire().await.map_err(internal)?)
-        .await
-        .map_err(internal)?;
-    let first: Option<i64> = row.get("first");
-    let horizon: i64 = row.get("horizon");
+    let sql = incremental_start_query(db);
+    let (first, horizon): (Option<i64>, i64) = match db.sqlite_reads() {
+        Some(reads) => reads
+            .read(|conn| {
+                let mut statement = conn.prepare_cached(sql)?;
+                bind_numbered(&mut statement, &[&scope.account_id, &kind, &updated_after])?;
+                let mut rows = statement.raw_query();
+                let row = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                Ok((row.get("first")?, row.get("horizon")?))
+            })
+            .map_err(read_failed)?,
+        None => {
+            let row = sqlx::query(sql)
+                .bind(&scope.account_id)
+                .bind(kind)
+                .bind(updated_after)
+                .fetch_one(&mut *db.acquire().await.map_err(internal)?)
+                .await
+                .map_err(internal)?;
+            (row.get("first"), row.get("horizon"))
+        }
+    };
     Ok(first.map(|f| f.min(horizon)))
 }
 
