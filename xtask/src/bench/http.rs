@@ -302,48 +302,27 @@ async fn on_store(
     wrk_exe: &Path,
     args: &HttpArgs,
 ) -> Result<StoreFigures> {
-    let instance = StoreInstance::new(store).await?;
-    let url = instance.url.parse().map_err(anyhow::Error::msg)?;
-    let db = Database::open(&url, PoolSettings::default()).await?;
-    let tenancy = crm_server::Tenancy::new(db.clone(), Arc::new(crm_server::SystemClock));
-    let first = crm_server::bootstrap_if_empty(&tenancy)
-        .await?
-        .context("the new store already has a project")?;
-    let account = first.account.id;
-    let latest = Utc::now() - chrono::Duration::minutes(10);
-    let cutoff = latest + chrono::Duration::minutes(1);
-    let started = Instant::now();
-    let to_update = seed(&db, &account, args.contacts, latest).await?;
-    let statement = db.pick("ANALYZE", "VACUUM (ANALYZE) records");
-    sqlx::raw_sql(statement).execute(db.pool()).await?;
-    let seeding = started.elapsed();
-    println!("seeded and analysed in {:.1} s", seeding.as_secs_f64());
-    // Contacts to read and update: spread over the listing.
+    let seeded = Seeded::new(store, args.contacts).await?;
+    let (db, account, cutoff) = (&seeded.db, &seeded.account, seeded.cutoff);
+    // Contacts to read and update: the first thousand created.
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM records WHERE linked_account_id = $1 AND kind = $2 ORDER BY seq LIMIT 1000",
     )
-    .bind(&account)
+    .bind(account)
     .bind(Contact::KIND)
     .fetch_all(db.pool())
     .await?;
     db.close().await;
 
-    let server = Server::start(exe, &instance.url)?;
+    let server = Server::start(exe, &seeded.instance.url)?;
     let api = Api {
         client: reqwest::Client::new(),
         base: server.base.clone(),
-        key: first.key,
+        key: seeded.key.clone(),
         account: account.clone(),
     };
     api.wait_ready().await?;
-    for id in &to_update {
-        let update = api.request(
-            reqwest::Method::PATCH,
-            &format!("/unified/crm/contacts/{id}"),
-        );
-        api.json(update.json(&json!({ "last_name": "Updated" })))
-            .await?;
-    }
+    seeded.update_matching(&api).await?;
 
     // The ceiling serves the contact exactly as the server does.
     let contact = api
@@ -506,7 +485,7 @@ async fn on_store(
         rows: figures,
         export_per_sec,
         peak_rss_mb,
-        seeding,
+        seeding: seeded.seeding,
     })
 }
 

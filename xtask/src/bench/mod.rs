@@ -363,41 +363,76 @@ async fn listing(args: ListingArgs) -> Result<()> {
     write_report(&exe, "listing", &markdown, &json)
 }
 
+/// A fresh store seeded straight into the database with contacts of one linked account,
+/// updated a minute apart up to 10 minutes ago, and analysed.
+struct Seeded {
+    instance: StoreInstance,
+    db: Database,
+    key: String,
+    account: String,
+    /// [`MATCHING`] contacts spread over the listing, for [`Seeded::update_matching`].
+    to_update: Vec<String>,
+    /// Every seeded contact was updated before this time.
+    cutoff: DateTime<Utc>,
+    seeding: Duration,
+}
+
+impl Seeded {
+    async fn new(store: Store, contacts: u64) -> Result<Seeded> {
+        let instance = StoreInstance::new(store).await?;
+        let url = instance.url.parse().map_err(anyhow::Error::msg)?;
+        let db = Database::open(&url, PoolSettings::default()).await?;
+        let tenancy = crm_server::Tenancy::new(db.clone(), Arc::new(crm_server::SystemClock));
+        let first = crm_server::bootstrap_if_empty(&tenancy)
+            .await?
+            .context("the new store already has a project")?;
+        let account = first.account.id;
+        let latest = Utc::now() - chrono::Duration::minutes(10);
+        let started = Instant::now();
+        let to_update = seed(&db, &account, contacts, latest).await?;
+        let statement = db.pick("ANALYZE", "VACUUM (ANALYZE) records");
+        sqlx::raw_sql(statement).execute(db.pool()).await?;
+        let seeding = started.elapsed();
+        println!("seeded and analysed in {:.1} s", seeding.as_secs_f64());
+        Ok(Seeded {
+            instance,
+            db,
+            key: first.key,
+            account,
+            to_update,
+            cutoff: latest + chrono::Duration::minutes(1),
+            seeding,
+        })
+    }
+
+    /// Updates the [`MATCHING`] contacts through the API, after the cutoff: the filtered
+    /// page finds exactly them.
+    async fn update_matching(&self, api: &Api) -> Result<()> {
+        for id in &self.to_update {
+            let update = api.request(
+                reqwest::Method::PATCH,
+                &format!("/unified/crm/contacts/{id}"),
+            );
+            api.json(update.json(&json!({ "last_name": "Updated" })))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 async fn listing_on(store: Store, exe: &Path, args: &ListingArgs) -> Result<ListingRun> {
-    let instance = StoreInstance::new(store).await?;
-    let url = instance.url.parse().map_err(anyhow::Error::msg)?;
-    let db = Database::open(&url, PoolSettings::default()).await?;
-    let tenancy = crm_server::Tenancy::new(db.clone(), Arc::new(crm_server::SystemClock));
-    let first = crm_server::bootstrap_if_empty(&tenancy)
-        .await?
-        .context("the new store already has a project")?;
-    let account = first.account.id;
-
-    // Seeded contacts were updated a minute apart up to `latest`; then MATCHING of them are
-    // updated through the API, after `cutoff`.
-    let latest = Utc::now() - chrono::Duration::minutes(10);
-    let cutoff = latest + chrono::Duration::minutes(1);
-    let started = Instant::now();
-    let to_update = seed(&db, &account, args.contacts, latest).await?;
-    let statement = db.pick("ANALYZE", "VACUUM (ANALYZE) records");
-    sqlx::raw_sql(statement).execute(db.pool()).await?;
-    let seeding = started.elapsed();
-    println!("seeded and analysed in {:.1} s", seeding.as_secs_f64());
-
-    let server = Server::start(exe, &instance.url)?;
+    let seeded = Seeded::new(store, args.contacts).await?;
+    let (db, account, cutoff, seeding) =
+        (&seeded.db, &seeded.account, seeded.cutoff, seeded.seeding);
+    let server = Server::start(exe, &seeded.instance.url)?;
     let api = Api {
         client: reqwest::Client::new(),
         base: server.base.clone(),
-        key: first.key,
+        key: seeded.key.clone(),
         account: account.clone(),
     };
     api.wait_ready().await?;
-    for id in &to_update {
-        let path = format!("/unified/crm/contacts/{id}");
-        let update = api.request(reqwest::Method::PATCH, &path);
-        api.json(update.json(&json!({ "last_name": "Updated" })))
-            .await?;
-    }
+    seeded.update_matching(&api).await?;
 
     // The deep page starts after the record at DEPTH of the listing.
     let depth = (args.contacts as f64 * DEPTH) as i64;
@@ -405,7 +440,7 @@ async fn listing_on(store: Store, exe: &Path, args: &ListingArgs) -> Result<List
         "SELECT created_pos, seq, id FROM records WHERE linked_account_id = $1 AND kind = $2
          ORDER BY created_pos, seq LIMIT 2 OFFSET $3",
     )
-    .bind(&account)
+    .bind(account)
     .bind(Contact::KIND)
     .bind(depth - 1)
     .fetch_all(db.pool())
@@ -445,7 +480,7 @@ async fn listing_on(store: Store, exe: &Path, args: &ListingArgs) -> Result<List
         paths.len()
     );
     let stats = measure(&api, &paths, WARM_UP_ROUNDS, args.repetitions).await?;
-    let plans = plans(&db, &account, &cutoff, after).await?;
+    let plans = plans(db, account, &cutoff, after).await?;
     drop(server);
     db.close().await;
     Ok(ListingRun {
