@@ -18,17 +18,9 @@ use super::*;
 
 #[derive(Args)]
 pub struct HttpArgs {
-    /// The stores to measure, one after the other.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "sqlite,postgres"
-    )]
-    stores: Vec<Store>,
-    /// Contacts seeded before measuring (the filtered page is measured at this size).
-    #[arg(long, default_value_t = 1_000_000)]
-    contacts: u64,
+    /// The stores, and the contacts seeded in each (the filtered page is measured at this size).
+    #[command(flatten)]
+    seeding: SeedArgs,
     /// Seconds per wrk run.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -109,7 +101,7 @@ struct StoreFigures {
 
 pub async fn run(args: HttpArgs) -> Result<()> {
     ensure!(
-        args.contacts >= 1000 && args.runs > 0 && args.seconds > 0,
+        args.seeding.contacts >= 1000 && args.runs > 0 && args.seconds > 0,
         "--contacts must be at least 1000, --runs and --seconds at least 1"
     );
     let wrk = which("wrk").context(
@@ -118,7 +110,7 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     let exe = build_server()?;
     let ceiling = build_ceiling()?;
     let mut figures = Vec::new();
-    for &store in &args.stores {
+    for &store in &args.seeding.stores {
         println!("\n== {} ==", store.title());
         let run = on_store(store, &exe, &ceiling, &wrk, &args).await;
         figures.push(run.with_context(|| format!("bench http on {}", store.title()))?);
@@ -302,7 +294,7 @@ async fn on_store(
     wrk_exe: &Path,
     args: &HttpArgs,
 ) -> Result<StoreFigures> {
-    let seeded = Seeded::new(store, args.contacts).await?;
+    let seeded = Seeded::new(store, args.seeding.contacts).await?;
     let (db, account, cutoff) = (&seeded.db, &seeded.account, seeded.cutoff);
     // Contacts to read and update: the first thousand created.
     let ids: Vec<String> = sqlx::query_scalar(
@@ -379,7 +371,7 @@ async fn on_store(
             "filtered",
             &format!(
                 "filtered page (`filter[updated_after]`, 10 of {} match)",
-                args.contacts
+                args.seeding.contacts
             ),
             format!("/unified/crm/contacts?page_size=100&filter[updated_after]={filter}"),
         ),
@@ -593,7 +585,7 @@ fn report(args: &HttpArgs, figures: &[StoreFigures]) -> (String, Value) {
         args.connections,
         args.seconds,
         args.runs,
-        args.contacts,
+        args.seeding.contacts,
         machine()
     );
     let mut json_stores = Vec::new();
@@ -693,7 +685,7 @@ fn report(args: &HttpArgs, figures: &[StoreFigures]) -> (String, Value) {
         "machine": machine(),
         "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds},
         "runs": args.runs,
-        "contacts": args.contacts,
+        "contacts": args.seeding.contacts,
         "stores": json_stores,
     });
     (md, json)

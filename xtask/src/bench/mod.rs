@@ -47,7 +47,17 @@ pub enum Bench {
 
 #[derive(Args)]
 pub struct ListingArgs {
-    /// The stores to measure, side by side.
+    #[command(flatten)]
+    seeding: SeedArgs,
+    /// Timed requests per scenario, after the warm-up rounds.
+    #[arg(long, default_value_t = 200)]
+    repetitions: usize,
+}
+
+/// What every benchmark measures on: the stores, one after the other, each seeded fresh.
+#[derive(Args)]
+pub struct SeedArgs {
+    /// The stores to measure, one after the other.
     #[arg(
         long,
         value_enum,
@@ -55,12 +65,9 @@ pub struct ListingArgs {
         default_value = "sqlite,postgres"
     )]
     stores: Vec<Store>,
-    /// How many contacts to seed.
+    /// How many contacts to seed in each.
     #[arg(long, default_value_t = 1_000_000)]
     contacts: u64,
-    /// Timed requests per scenario, after the warm-up rounds.
-    #[arg(long, default_value_t = 200)]
-    repetitions: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -347,13 +354,13 @@ struct ListingRun {
 
 async fn listing(args: ListingArgs) -> Result<()> {
     ensure!(
-        args.contacts >= 10 * PAGE_SIZE as u64 && args.repetitions > 0,
+        args.seeding.contacts >= 10 * PAGE_SIZE as u64 && args.repetitions > 0,
         "--contacts must be at least {} and --repetitions at least 1",
         10 * PAGE_SIZE
     );
     let exe = build_server()?;
     let mut runs = Vec::new();
-    for &store in &args.stores {
+    for &store in &args.seeding.stores {
         println!("\n== {} ==", store.title());
         let run = listing_on(store, &exe, &args).await;
         runs.push(run.with_context(|| format!("bench listing on {}", store.title()))?);
@@ -421,7 +428,7 @@ impl Seeded {
 }
 
 async fn listing_on(store: Store, exe: &Path, args: &ListingArgs) -> Result<ListingRun> {
-    let seeded = Seeded::new(store, args.contacts).await?;
+    let seeded = Seeded::new(store, args.seeding.contacts).await?;
     let (db, account, cutoff, seeding) =
         (&seeded.db, &seeded.account, seeded.cutoff, seeded.seeding);
     let server = Server::start(exe, &seeded.instance.url)?;
@@ -435,7 +442,7 @@ async fn listing_on(store: Store, exe: &Path, args: &ListingArgs) -> Result<List
     seeded.update_matching(&api).await?;
 
     // The deep page starts after the record at DEPTH of the listing.
-    let depth = (args.contacts as f64 * DEPTH) as i64;
+    let depth = (args.seeding.contacts as f64 * DEPTH) as i64;
     let around = sqlx::query(
         "SELECT created_pos, seq, id FROM records WHERE linked_account_id = $1 AND kind = $2
          ORDER BY created_pos, seq LIMIT 2 OFFSET $3",
@@ -688,7 +695,7 @@ fn listing_report(args: &ListingArgs, runs: &[ListingRun]) -> (String, Value) {
          scenario after {WARM_UP_ROUNDS} warm-up rounds, sequential over one keep-alive \
          connection, from sending to the whole body read; the deep page starts after {:.0}% \
          of the listing. Times in ms.\n\nMachine: {machine}.\n\n",
-        args.contacts,
+        args.seeding.contacts,
         args.repetitions,
         DEPTH * 100.0,
     );
@@ -747,7 +754,7 @@ fn listing_report(args: &ListingArgs, runs: &[ListingRun]) -> (String, Value) {
         }
     }
     let json = json!({
-        "contacts": args.contacts,
+        "contacts": args.seeding.contacts,
         "page_size": PAGE_SIZE,
         "repetitions": args.repetitions,
         "warm_up_rounds": WARM_UP_ROUNDS,
