@@ -8,8 +8,12 @@
 //!
 //! Everything that shapes `crates/crm-client/src/generated.rs` is here or in the spec:
 //! the client view ([`crm_spec::client_view()`]), progenitor's settings
-//! ([`generation_settings`]) and the header ([`GENERATED_HEADER`]).
+//! ([`generation_settings`]) and the header ([`GENERATED_HEADER`]). The provider clients
+//! (`hubspot-client`, `pipedrive-client`) are generated the same way, with the same settings,
+//! from `openapi/providers/*.yaml` ([`providers`](mod@providers)); `cargo xtask codegen`
+//! writes all three ([`Target`]).
 
+pub mod providers;
 pub mod publish;
 pub mod release;
 
@@ -68,9 +72,18 @@ pub fn generation_settings() -> GenerationSettings {
 /// [`GENERATED_HEADER`]. The same spec always gives the same bytes.
 pub fn generate_client(spec: &Value) -> Result<String> {
     let view = crm_spec::client_view(spec).context("deriving the client view")?;
+    generate_from_view(view, GENERATED_HEADER, &generation_settings())
+}
+
+/// Runs progenitor on a client view and formats its output with prettyplease behind `header`.
+pub(crate) fn generate_from_view(
+    view: Value,
+    header: &str,
+    settings: &GenerationSettings,
+) -> Result<String> {
     let openapi: openapiv3::OpenAPI =
         serde_json::from_value(view).context("the client view is not an OpenAPI 3.0 document")?;
-    let mut generator = Generator::new(&generation_settings());
+    let mut generator = Generator::new(settings);
     // progenitor reports some unsupported constructs by panicking (`assert!`, `todo!`);
     // the client view rejects the known ones first, and any other becomes an error here.
     let generated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -87,7 +100,7 @@ pub fn generate_client(spec: &Value) -> Result<String> {
     let tokens = generated.context("progenitor could not generate the client")?;
     let file: syn::File =
         syn::parse2(tokens).context("progenitor's output does not parse as Rust")?;
-    let mut source = String::from(GENERATED_HEADER);
+    let mut source = String::from(header);
     source.push_str(&prettyplease::unparse(&file));
     Ok(source)
 }
@@ -103,29 +116,83 @@ pub enum CodegenOutcome {
     Stale,
 }
 
-/// A codegen run: its outcome and how long generation took.
+/// A generated client: `crm-client` or a provider client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `crm-client`, from `openapi/crm.yaml`.
+    Crm,
+    /// A provider client, from `openapi/providers/<provider>.yaml`.
+    Provider(providers::Provider),
+}
+
+impl Target {
+    /// Every generated client, in the order `cargo xtask codegen` generates them.
+    pub const ALL: [Target; 3] = [
+        Target::Crm,
+        Target::Provider(providers::Provider::HubSpot),
+        Target::Provider(providers::Provider::Pipedrive),
+    ];
+
+    /// The source document, relative to the workspace root.
+    pub fn spec_path(self) -> &'static str {
+        match self {
+            Target::Crm => SPEC_PATH,
+            Target::Provider(provider) => provider.spec_path(),
+        }
+    }
+
+    /// The generated source file, relative to the workspace root.
+    pub fn generated_path(self) -> &'static str {
+        match self {
+            Target::Crm => GENERATED_PATH,
+            Target::Provider(provider) => provider.generated_path(),
+        }
+    }
+
+    /// Loads the source document and generates the client source from it.
+    pub fn generate(self) -> Result<String> {
+        match self {
+            Target::Crm => generate_client(&load_spec()?),
+            Target::Provider(provider) => {
+                providers::generate_client(provider, &provider.load_spec()?)
+            }
+        }
+    }
+}
+
+/// A codegen run of one client: its outcome and how long generation took.
 #[derive(Debug, Clone)]
 pub struct CodegenReport {
+    pub target: Target,
     pub outcome: CodegenOutcome,
     pub path: PathBuf,
     pub generation_time: Duration,
 }
 
-/// Generates the client from `openapi/crm.yaml` and writes it to [`GENERATED_PATH`] unless
-/// it is already current. With `check`, writes nothing and reports [`CodegenOutcome::Stale`]
-/// when the file on disk differs.
-pub fn codegen(check: bool) -> Result<CodegenReport> {
-    let spec = load_spec()?;
-    let started = Instant::now();
-    let fresh = generate_client(&spec)?;
-    let generation_time = started.elapsed();
-    let path = workspace_root().join(GENERATED_PATH);
-    let outcome = sync_file(&path, &fresh, check)?;
-    Ok(CodegenReport {
-        outcome,
-        path,
-        generation_time,
-    })
+/// Generates every client ([`Target::ALL`]) and writes each to its
+/// [`generated_path`](Target::generated_path) unless it is already current. With `check`,
+/// writes nothing and reports [`CodegenOutcome::Stale`] for each file on disk that differs.
+/// Fails without writing anything when any document cannot be generated from.
+pub fn codegen(check: bool) -> Result<Vec<CodegenReport>> {
+    let mut generated = Vec::with_capacity(Target::ALL.len());
+    for target in Target::ALL {
+        let started = Instant::now();
+        let fresh = target.generate()?;
+        generated.push((target, fresh, started.elapsed()));
+    }
+    generated
+        .into_iter()
+        .map(|(target, fresh, generation_time)| {
+            let path = workspace_root().join(target.generated_path());
+            let outcome = sync_file(&path, &fresh, check)?;
+            Ok(CodegenReport {
+                target,
+                outcome,
+                path,
+                generation_time,
+            })
+        })
+        .collect()
 }
 
 /// Makes `path` hold `fresh`, or (with `check`) only says whether it does.

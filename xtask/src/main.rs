@@ -1,6 +1,7 @@
 //! `cargo xtask`: the workspace's automation, as a Rust program (no shell scripts).
 //!
-//! - `cargo xtask codegen [--check]` regenerates `crates/crm-client/src/generated.rs`.
+//! - `cargo xtask codegen [--check]` regenerates the `src/generated.rs` of `crm-client`,
+//!   `hubspot-client` and `pipedrive-client`.
 //! - `cargo xtask spec diff [--emit FILE]` compares the server's document with the spec.
 //! - `cargo xtask spec changelog | check | release` compare the spec with the released one.
 //! - `cargo xtask publish [--out DIR]` writes the published documents and reference page.
@@ -15,7 +16,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use xtask::publish::DIST_DIR;
 use xtask::release::{RELEASED_PATH, ReleaseOutcome, Specs};
-use xtask::{CodegenOutcome, GENERATED_PATH, SPEC_PATH, workspace_root};
+use xtask::{CodegenOutcome, SPEC_PATH, workspace_root};
 
 #[derive(Parser)]
 #[command(
@@ -29,9 +30,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate crates/crm-client/src/generated.rs from openapi/crm.yaml with progenitor.
+    /// Generate the clients with progenitor: crates/crm-client/src/generated.rs from
+    /// openapi/crm.yaml, and crates/{hubspot,pipedrive}-client/src/generated.rs from
+    /// openapi/providers/{hubspot,pipedrive}.yaml.
     Codegen {
-        /// Write nothing; fail if the file on disk is not what generation gives.
+        /// Write nothing; fail, naming each stale file, if any file on disk is not what
+        /// generation gives.
         #[arg(long)]
         check: bool,
     },
@@ -180,25 +184,35 @@ fn publish(out: PathBuf) -> Result<ExitCode> {
 }
 
 fn codegen(check: bool) -> Result<ExitCode> {
-    let report = xtask::codegen(check)?;
-    let took = report.generation_time.as_secs_f64();
-    match report.outcome {
-        CodegenOutcome::UpToDate => {
-            println!("{GENERATED_PATH} is up to date (generated in {took:.2}s)");
-            Ok(ExitCode::SUCCESS)
-        }
-        CodegenOutcome::Written => {
-            println!("wrote {GENERATED_PATH} (generated in {took:.2}s)");
-            Ok(ExitCode::SUCCESS)
-        }
-        CodegenOutcome::Stale => {
-            eprintln!(
-                "error: {GENERATED_PATH} is stale: it is not what {SPEC_PATH} generates \
-                 (generated in {took:.2}s). Run `cargo xtask codegen` and commit the result."
-            );
-            Ok(ExitCode::FAILURE)
+    let reports = xtask::codegen(check)?;
+    let mut stale = Vec::new();
+    for report in &reports {
+        let generated = report.target.generated_path();
+        let took = report.generation_time.as_secs_f64();
+        match report.outcome {
+            CodegenOutcome::UpToDate => {
+                println!("{generated} is up to date (generated in {took:.2}s)");
+            }
+            CodegenOutcome::Written => println!("wrote {generated} (generated in {took:.2}s)"),
+            CodegenOutcome::Stale => {
+                eprintln!(
+                    "error: {generated} is stale: it is not what {} generates \
+                     (generated in {took:.2}s).",
+                    report.target.spec_path()
+                );
+                stale.push(generated);
+            }
         }
     }
+    if stale.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "error: {} stale generated file(s): {}. Run `cargo xtask codegen` and commit the result.",
+        stale.len(),
+        stale.join(", ")
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 fn spec_diff(emit: Option<PathBuf>) -> Result<ExitCode> {

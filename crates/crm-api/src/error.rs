@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::models::{ErrorResponse, JsonObject};
+use crate::models::{ErrorResponse, JsonObject, ProviderError};
 
 /// A failure answered to the caller with a status and the contract's error body.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -14,6 +14,17 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub data: Option<JsonObject>,
+    /// What rarer failures carry besides (boxed: most errors have none).
+    pub details: Option<Box<Details>>,
+}
+
+/// What an error may carry besides its status, message and data.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Details {
+    /// What the linked account's provider answered, when the failure is its.
+    pub provider_errors: Vec<ProviderError>,
+    /// Seconds to wait before retrying: the `Retry-After` header of a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,7 +33,31 @@ impl ApiError {
             status,
             message: message.into(),
             data: None,
+            details: None,
         }
+    }
+
+    /// Adds what the provider answered.
+    pub fn with_provider_error(mut self, error: ProviderError) -> Self {
+        self.details
+            .get_or_insert_with(Box::default)
+            .provider_errors
+            .push(error);
+        self
+    }
+
+    /// Asks the caller to wait `seconds` before retrying (`Retry-After`).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.details.get_or_insert_with(Box::default).retry_after = Some(seconds);
+        self
+    }
+
+    /// What the provider answered, if the failure is its.
+    pub fn provider_errors(&self) -> &[ProviderError] {
+        self.details
+            .as_ref()
+            .map(|d| d.provider_errors.as_slice())
+            .unwrap_or_default()
     }
 
     /// Adds one detail to the body's `data` object.
@@ -73,7 +108,11 @@ impl ApiError {
             message: self.message.clone(),
             timestamp: Utc::now(),
             data: self.data.clone(),
-            provider_errors: None,
+            provider_errors: self
+                .details
+                .as_ref()
+                .filter(|d| !d.provider_errors.is_empty())
+                .map(|d| d.provider_errors.clone()),
         }
     }
 }
@@ -89,6 +128,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(seconds) = self.details.as_ref().and_then(|d| d.retry_after) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -18,7 +18,7 @@ pub const CRM_PREFIX: &str = "/unified/crm/";
 
 /// The error responses every CRM operation declares: status, component name, description.
 /// The twelve of the contract come first; 431 is the server's own header limit.
-pub const ERROR_RESPONSES: [(u16, &str, &str); 13] = [
+pub const ERROR_RESPONSES: [(u16, &str, &str); 14] = [
     (
         400,
         "BadRequest",
@@ -70,6 +70,11 @@ pub const ERROR_RESPONSES: [(u16, &str, &str); 13] = [
         502,
         "BadGateway",
         "The provider of the linked account failed.",
+    ),
+    (
+        504,
+        "GatewayTimeout",
+        "The provider of the linked account did not answer in time.",
     ),
     (
         431,
@@ -319,7 +324,7 @@ most 100) and, while more remain, an opaque `next` cursor to pass back unchanged
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Unified CRM API", version = "2.0.0", license(name = "Apache-2.0")),
+    info(title = "Unified CRM API", version = "3.0.0", license(name = "Apache-2.0")),
     servers((url = "http://127.0.0.1:8080", description = "A server started locally with `cargo run -p crm-server -- serve`")),
     security(("basic" = []), ("bearer" = [])),
     tags(

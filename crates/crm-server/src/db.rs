@@ -13,6 +13,20 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+/// Makes ring the process's TLS provider, once, before anything builds a TLS configuration.
+///
+/// Two providers are compiled in: ring, which sqlx's PostgreSQL TLS uses, and aws-lc-rs,
+/// which reqwest brings for HTTPS to HubSpot and Pipedrive. With both, rustls cannot pick
+/// one by itself, and sqlx's certificate verifier asks rustls for the process's. Both
+/// libraries take the process's provider when one is set.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Refused only when a provider is already set, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// The migrations of each store, run at start-up.
 pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -90,6 +104,7 @@ impl DatabaseUrl {
 /// on PostgreSQL; do not use it on a SQLite file that should not be created.
 pub async fn probe(url: &DatabaseUrl) -> Result<(), sqlx::Error> {
     use sqlx::Connection as _;
+    install_tls_provider();
     sqlx::any::install_default_drivers();
     let conn = sqlx::AnyConnection::connect(url.secret_url()).await?;
     conn.close().await
@@ -334,6 +349,7 @@ impl Database {
 
     /// Connects without running migrations.
     pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<Database, OpenError> {
+        install_tls_provider();
         sqlx::any::install_default_drivers();
         let failed = |source| OpenError::new("could not open the database", url, source);
         url.check_ssl_root_cert().map_err(failed)?;

@@ -61,6 +61,9 @@ pub struct HttpSettings {
     /// Serve `GET /metrics` beside the API; `false` when it has a listener of its own
     /// (`--metrics-listen`).
     pub metrics: bool,
+    /// Calls in flight to its provider per linked HubSpot or Pipedrive account, from this
+    /// replica; the next one waits for a slot.
+    pub provider_concurrency: usize,
 }
 
 impl Default for HttpSettings {
@@ -73,6 +76,7 @@ impl Default for HttpSettings {
             rate_limit_per_minute: None,
             public_url: None,
             metrics: true,
+            provider_concurrency: crate::providers::call::Limits::DEFAULT_PER_ACCOUNT,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod idempotency;
 pub mod local;
 pub mod metrics;
+pub mod providers;
 pub mod rate_limit;
 pub mod rules;
 pub mod settings;
@@ -34,13 +35,39 @@ pub use tenancy::Tenancy;
 /// The whole application over an open database: the CRM router, the health routes and
 /// (unless served on their own listener) `/metrics`, behind the HTTP edge (request ids, logs, limits, timeouts).
 pub fn app(db: Database, clock: Arc<dyn Clock>, settings: &HttpSettings) -> Router {
+    let vault = providers::Vault::new(db.clone(), None);
+    app_with_vault(db, clock, settings, vault)
+}
+
+/// As [`app`], serving the linked accounts of real CRMs (HubSpot, Pipedrive) with the
+/// credentials `vault` opens.
+pub fn app_with_vault(
+    db: Database,
+    clock: Arc<dyn Clock>,
+    settings: &HttpSettings,
+    vault: providers::Vault,
+) -> Router {
+    let local = Arc::new(LocalProvider::new(db.clone(), clock.clone()));
+    let limits =
+        providers::call::Limits::within(settings.request_timeout, settings.provider_concurrency);
     let state = AppState::new(
         Arc::new(Tenancy::new(db.clone(), clock.clone())),
-        Arc::new(idempotency::IdempotencyKeys::new(db.clone(), clock.clone())),
+        Arc::new(idempotency::IdempotencyKeys::new(db.clone(), clock)),
+    )
+    .with_provider(local::PROVIDER, local.clone())
+    .with_provider(
+        providers::hubspot::NAME,
+        Arc::new(providers::hubspot::HubSpotConnector::new(
+            vault.clone(),
+            limits,
+            local.clone(),
+        )),
     )
     .with_provider(
-        local::PROVIDER,
-        Arc::new(LocalProvider::new(db.clone(), clock)),
+        providers::pipedrive::NAME,
+        Arc::new(providers::pipedrive::PipedriveConnector::new(
+            vault, limits, local,
+        )),
     );
     // The documentation routes stay outside crm_api's router: see `docs`.
     let mut routes = health::router(db.clone())

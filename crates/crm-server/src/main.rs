@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use crm_server::providers::{Credentials, SecretKey, Vault};
 use crm_server::{Clock, Database, DatabaseUrl, PoolSettings, SystemClock, Tenancy, tenancy};
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +34,20 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, env = "CRM_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
+    /// The secret key that seals the credentials of linked HubSpot and Pipedrive accounts:
+    /// 32 random bytes, base64 (`admin generate-secret-key` prints one). Best given in the
+    /// environment, not on a command line.
+    #[arg(
+        long,
+        env = "CRM_SECRET_KEY",
+        global = true,
+        hide = true,
+        hide_env_values = true
+    )]
+    secret_key: Option<String>,
+    /// A file holding the secret key instead of CRM_SECRET_KEY.
+    #[arg(long, env = "CRM_SECRET_KEY_FILE", global = true)]
+    secret_key_file: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,6 +84,11 @@ enum Command {
         /// API on --listen.
         #[arg(long, env = "CRM_METRICS_LISTEN")]
         metrics_listen: Option<String>,
+        /// Calls in flight to its provider per linked HubSpot or Pipedrive account, from
+        /// this server; more wait for a slot, so one busy tenant cannot spend a portal's
+        /// rate budget for the others.
+        #[arg(long, env = "CRM_PROVIDER_CONCURRENCY", default_value = "4")]
+        provider_concurrency: String,
         /// Check every setting (and that the database can be reached), print one line per
         /// problem, and exit: 0 when there is none, 1 otherwise. Starts nothing and changes
         /// nothing.
@@ -106,19 +126,52 @@ enum Admin {
         #[arg(long)]
         key_id: String,
     },
-    /// Links an account (a connected CRM) to a project.
+    /// Links an account (a connected CRM) to a project and prints it.
+    ///
+    /// `local` keeps its records in this server's database. `hubspot` and `pipedrive` read
+    /// and write the CRM live and need --credentials: a JSON file with
+    /// `{"access_token"}` (HubSpot service key or private app token) or `{"api_token"}`
+    /// (Pipedrive), or OAuth `{"access_token", "refresh_token", "expires_at", "client_id",
+    /// "client_secret"}`. They are sealed with the secret key (CRM_SECRET_KEY) before they
+    /// are stored, and never printed.
     CreateAccount {
         #[arg(long)]
         project: String,
         #[arg(long)]
         name: String,
+        /// local, hubspot or pipedrive.
         #[arg(long, default_value = tenancy::LOCAL_PROVIDER)]
         provider: String,
+        /// The credentials file (hubspot, pipedrive).
+        #[arg(long)]
+        credentials: Option<std::path::PathBuf>,
+        /// The provider's API at another address than its public host (a sandbox, a test double).
+        #[arg(long)]
+        base_url: Option<String>,
     },
-    /// Lists linked accounts.
+    /// Lists linked accounts with their provider and status (`active`, or `needs_reauth`
+    /// when the provider refused to renew a token); never their credentials.
     ListAccounts {
         #[arg(long)]
         project: Option<String>,
+    },
+    /// Replaces the credentials of a linked HubSpot or Pipedrive account (and makes it
+    /// active again).
+    UpdateCredentials {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        credentials: std::path::PathBuf,
+    },
+    /// Prints a new secret key (32 random bytes, base64) for CRM_SECRET_KEY.
+    GenerateSecretKey,
+    /// Re-seals every stored credential under a new secret key, in one transaction.
+    ///
+    /// The current key comes from CRM_SECRET_KEY (or its file); the new one from
+    /// --new-key-file. Stop the servers, rotate, then start them with the new key.
+    RotateSecretKey {
+        #[arg(long)]
+        new_key_file: std::path::PathBuf,
     },
     /// Copies a whole store into an empty database, then verifies the copy.
     ///
@@ -196,6 +249,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             rate_limit_per_minute,
             public_url,
             metrics_listen,
+            provider_concurrency,
             check_config,
         } => Some((
             ServeConfig::read(
@@ -208,6 +262,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                     rate_limit_per_minute,
                     public_url: public_url.as_deref(),
                     metrics_listen: metrics_listen.as_deref(),
+                    provider_concurrency,
                 },
                 &mut problems,
             ),
@@ -243,7 +298,16 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         pool,
         log_filter,
         json_logs,
+        secret_key,
     } = global;
+    // A key is made without a database.
+    if let Command::Admin {
+        command: Admin::GenerateSecretKey,
+    } = &cli.command
+    {
+        println!("{}", SecretKey::generate().to_base64());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(log_filter.expect("checked above"))
         .with_writer(std::io::stderr);
@@ -275,11 +339,17 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let db = Database::open(&database, pool).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let tenancy = Tenancy::new(db.clone(), clock.clone());
+    let vault = Vault::new(db.clone(), secret_key);
     match (cli.command, serve_config) {
         (Command::Serve { .. }, Some((config, _))) => {
-            serve(db, clock, tenancy, config).await?;
+            // Refuse to start rather than fail every request of a linked CRM later.
+            vault
+                .check_key()
+                .await
+                .context("the server cannot open the credentials of its linked accounts")?;
+            serve(db, clock, tenancy, vault, config).await?;
         }
-        (Command::Admin { command }, _) => admin(&db, &tenancy, command).await?,
+        (Command::Admin { command }, _) => admin(&db, &tenancy, &vault, command).await?,
         (Command::Serve { .. }, None) => unreachable!("serve settings are read for serve"),
     }
     Ok(std::process::ExitCode::SUCCESS)
@@ -291,6 +361,7 @@ struct GlobalConfig {
     pool: PoolSettings,
     log_filter: Option<EnvFilter>,
     json_logs: bool,
+    secret_key: Option<SecretKey>,
 }
 
 impl GlobalConfig {
@@ -351,6 +422,24 @@ impl GlobalConfig {
                 false
             }
         };
+        let secret_key = match crm_server::settings::secret_from(
+            crm_server::settings::SECRET_KEY,
+            cli.secret_key.clone(),
+            cli.secret_key_file.as_deref(),
+        ) {
+            Ok(Some(text)) => match SecretKey::parse(&text) {
+                Ok(key) => Some(key),
+                Err(why) => {
+                    problems.push(crm_server::settings::SECRET_KEY.problem(why.to_string()));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        };
         GlobalConfig {
             database,
             pool: PoolSettings {
@@ -359,6 +448,7 @@ impl GlobalConfig {
             },
             log_filter,
             json_logs,
+            secret_key,
         }
     }
 }
@@ -373,6 +463,7 @@ struct ServeArgs<'a> {
     rate_limit_per_minute: &'a str,
     public_url: Option<&'a str>,
     metrics_listen: Option<&'a str>,
+    provider_concurrency: &'a str,
 }
 
 /// `serve`'s settings, read.
@@ -466,6 +557,15 @@ impl ServeConfig {
             ),
             0,
         );
+        let provider_concurrency = kept(
+            problems,
+            positive(
+                Setting::new("--provider-concurrency", "CRM_PROVIDER_CONCURRENCY"),
+                args.provider_concurrency,
+                "a number of calls",
+            ),
+            crm_server::providers::call::Limits::DEFAULT_PER_ACCOUNT,
+        );
         let public_url = args.public_url.and_then(|value| {
             let parsed = crm_server::docs::public_url(value).ok_or_else(|| {
                 Setting::new("--public-url", "CRM_PUBLIC_URL").problem(format!(
@@ -485,6 +585,7 @@ impl ServeConfig {
                 rate_limit_per_minute: (rate_limit_per_minute > 0).then_some(rate_limit_per_minute),
                 public_url,
                 metrics: metrics_listen.is_none(),
+                provider_concurrency,
             },
             metrics_listen,
         }
@@ -536,6 +637,7 @@ async fn serve(
     db: Database,
     clock: Arc<dyn Clock>,
     tenancy: Tenancy,
+    vault: Vault,
     config: ServeConfig,
 ) -> anyhow::Result<()> {
     let ServeConfig {
@@ -582,7 +684,7 @@ async fn serve(
             }
         });
     }
-    let app = crm_server::app(db, clock, &settings);
+    let app = crm_server::app_with_vault(db, clock, &settings, vault);
     crm_server::serve_with(listener, app, &settings, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
@@ -610,7 +712,12 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-async fn admin(db: &Database, tenancy: &Tenancy, command: Admin) -> anyhow::Result<()> {
+async fn admin(
+    db: &Database,
+    tenancy: &Tenancy,
+    vault: &Vault,
+    command: Admin,
+) -> anyhow::Result<()> {
     match command {
         Admin::CreateProject { name } => {
             let p = tenancy.create_project(&name).await?;
@@ -641,11 +748,59 @@ async fn admin(db: &Database, tenancy: &Tenancy, command: Admin) -> anyhow::Resu
             project,
             name,
             provider,
+            credentials,
+            base_url,
         } => {
-            let a = tenancy
-                .create_linked_account(&project, &provider, &name)
-                .await?;
+            let a = match credentials {
+                None if base_url.is_some() && provider == tenancy::LOCAL_PROVIDER => {
+                    return Err(tenancy::TenancyError::LocalTakesNoCredentials.into());
+                }
+                None => {
+                    tenancy
+                        .create_linked_account(&project, &provider, &name)
+                        .await?
+                }
+                Some(file) => {
+                    let credentials = read_credentials(&provider, &file)?;
+                    vault.check_key().await?;
+                    tenancy
+                        .create_remote_account(
+                            vault,
+                            &project,
+                            &provider,
+                            &name,
+                            base_url.as_deref(),
+                            &credentials,
+                        )
+                        .await?
+                }
+            };
             println!("{}", serde_json::to_string_pretty(&a)?);
+        }
+        Admin::UpdateCredentials {
+            account,
+            credentials,
+        } => {
+            let provider: Option<String> =
+                sqlx::query_scalar("SELECT provider FROM linked_accounts WHERE id = $1")
+                    .bind(&account)
+                    .fetch_optional(db.pool())
+                    .await?;
+            let provider = provider.with_context(|| format!("no linked account {account}"))?;
+            let credentials = read_credentials(&provider, &credentials)?;
+            vault.check_key().await?;
+            vault.update_credentials(&account, &credentials).await?;
+            println!("updated the credentials of {account}; it is active");
+        }
+        Admin::GenerateSecretKey => unreachable!("handled before the database is opened"),
+        Admin::RotateSecretKey { new_key_file } => {
+            let text = std::fs::read_to_string(&new_key_file)
+                .with_context(|| format!("could not read {}", new_key_file.display()))?;
+            let new = SecretKey::parse(&text)
+                .with_context(|| format!("{} holds no secret key", new_key_file.display()))?;
+            let rotation = vault.rotate(&new).await?;
+            println!("{}", serde_json::to_string_pretty(&rotation)?);
+            eprintln!("now give the servers the new key (CRM_SECRET_KEY) and start them");
         }
         Admin::ListAccounts { project } => println!(
             "{}",
@@ -674,6 +829,15 @@ async fn admin(db: &Database, tenancy: &Tenancy, command: Admin) -> anyhow::Resu
         Admin::Backup { to } => println!("{}", crm_server::backup::sqlite(db, &to).await?),
     }
     Ok(())
+}
+
+/// Reads a credentials file for `provider`. The error names the file and the fields,
+/// never a value from it.
+fn read_credentials(provider: &str, file: &std::path::Path) -> anyhow::Result<Credentials> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("could not read the credentials file {}", file.display()))?;
+    Credentials::from_file_json(provider, &text)
+        .with_context(|| format!("the credentials file {} cannot be used", file.display()))
 }
 
 /// Reads a database flag. The flags are taken as plain text and read here, not by clap,

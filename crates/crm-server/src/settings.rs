@@ -68,6 +68,9 @@ impl Setting {
 
 /// The secret settings, each of which also has a `_FILE` form.
 pub const DATABASE: Setting = Setting::new("--database", "CRM_DATABASE");
+/// The key that seals provider credentials (`CRM_SECRET_KEY`); its file may also be named
+/// with `--secret-key-file`.
+pub const SECRET_KEY: Setting = Setting::new("--secret-key-file", "CRM_SECRET_KEY");
 
 /// Reads the environment variable `name`; an unset or non-UTF-8 variable is `None`.
 fn var(name: &str) -> Option<String> {
@@ -83,7 +86,9 @@ pub fn secret(setting: Setting, given: Option<String>) -> Result<Option<String>,
     secret_from(setting, given, var(&file_var).as_deref())
 }
 
-fn secret_from(
+/// As [`secret`], with the file's path given (by a flag, say) rather than read from
+/// `<ENV>_FILE`.
+pub fn secret_from(
     setting: Setting,
     given: Option<String>,
     file: Option<&str>,

@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::db::{Database, timestamp};
 use crate::sqlite_reads::bind_numbered;
 
-/// The only provider built in so far: records live in this server's own database.
+/// The built-in provider: records live in this server's own database.
 pub const LOCAL_PROVIDER: &str = "local";
 
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +31,16 @@ pub enum TenancyError {
     UnknownProject(String),
     #[error("no API key {0}")]
     UnknownKey(String),
-    #[error("unknown provider {0:?}: the only provider is \"local\"")]
+    #[error("unknown provider {0:?}: the providers are local, hubspot and pipedrive")]
     UnknownProvider(String),
+    #[error("a linked account of {0} needs credentials (--credentials <file.json>)")]
+    NeedsCredentials(String),
+    #[error("a linked account of the local provider takes no credentials and no base URL")]
+    LocalTakesNoCredentials,
+    #[error("--base-url {0:?} is not an http:// or https:// URL")]
+    BadBaseUrl(String),
+    #[error(transparent)]
+    Vault(#[from] crate::providers::accounts::VaultError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -66,6 +74,11 @@ pub struct LinkedAccount {
     pub provider: String,
     pub name: String,
     pub created_at: String,
+    /// Where the provider's API is, when not at its public host (a sandbox, a test double).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// `active`, or `needs_reauth` once the provider refused to renew its token.
+    pub status: String,
 }
 
 fn new_id() -> String {
@@ -211,8 +224,57 @@ impl Tenancy {
         name: &str,
     ) -> Result<LinkedAccount, TenancyError> {
         if provider != LOCAL_PROVIDER {
+            if crate::providers::accounts::REMOTE_PROVIDERS.contains(&provider) {
+                return Err(TenancyError::NeedsCredentials(provider.to_owned()));
+            }
             return Err(TenancyError::UnknownProvider(provider.to_owned()));
         }
+        self.insert_linked_account(project_id, provider, name, None, |_| Ok(None))
+            .await
+    }
+
+    /// Links an account of a real CRM (HubSpot, Pipedrive): its credentials are sealed
+    /// under the vault's secret key before they reach the database.
+    pub async fn create_remote_account(
+        &self,
+        vault: &crate::providers::accounts::Vault,
+        project_id: &str,
+        provider: &str,
+        name: &str,
+        base_url: Option<&str>,
+        credentials: &crate::providers::credentials::Credentials,
+    ) -> Result<LinkedAccount, TenancyError> {
+        if provider == LOCAL_PROVIDER {
+            return Err(TenancyError::LocalTakesNoCredentials);
+        }
+        if !crate::providers::accounts::REMOTE_PROVIDERS.contains(&provider) {
+            return Err(TenancyError::UnknownProvider(provider.to_owned()));
+        }
+        let base_url = base_url
+            .map(|u| {
+                let trimmed = u.trim_end_matches('/');
+                match url::Url::parse(trimmed) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                        Ok(trimmed.to_owned())
+                    }
+                    _ => Err(TenancyError::BadBaseUrl(u.to_owned())),
+                }
+            })
+            .transpose()?;
+        self.insert_linked_account(project_id, provider, name, base_url, |id| {
+            Ok(Some(vault.seal(id, credentials)?))
+        })
+        .await
+    }
+
+    async fn insert_linked_account(
+        &self,
+        project_id: &str,
+        provider: &str,
+        name: &str,
+        base_url: Option<String>,
+        seal: impl FnOnce(&str) -> Result<Option<String>, TenancyError>,
+    ) -> Result<LinkedAccount, TenancyError> {
         self.require_project(project_id).await?;
         let account = LinkedAccount {
             id: new_id(),
@@ -220,15 +282,21 @@ impl Tenancy {
             provider: provider.to_owned(),
             name: name.to_owned(),
             created_at: self.now(),
+            base_url,
+            status: crate::providers::accounts::ACTIVE.to_owned(),
         };
+        let sealed = seal(&account.id)?;
         sqlx::query(
-            "INSERT INTO linked_accounts (id, project_id, provider, name, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO linked_accounts (id, project_id, provider, name, created_at, base_url, credentials) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&account.id)
         .bind(&account.project_id)
         .bind(&account.provider)
         .bind(&account.name)
         .bind(&account.created_at)
+        .bind(&account.base_url)
+        .bind(sealed)
         .execute(self.db.pool())
         .await?;
         Ok(account)
@@ -239,7 +307,7 @@ impl Tenancy {
         project_id: Option<&str>,
     ) -> Result<Vec<LinkedAccount>, TenancyError> {
         let rows = sqlx::query(
-            "SELECT id, project_id, provider, name, created_at FROM linked_accounts
+            "SELECT id, project_id, provider, name, created_at, base_url, status FROM linked_accounts
              WHERE $1 IS NULL OR project_id = $1 ORDER BY created_at, id",
         )
         .bind(project_id)
@@ -253,6 +321,8 @@ impl Tenancy {
                 provider: r.get("provider"),
                 name: r.get("name"),
                 created_at: r.get("created_at"),
+                base_url: r.get("base_url"),
+                status: r.get("status"),
             })
             .collect())
     }

@@ -310,7 +310,10 @@ impl LocalProvider {
     }
 
     /// The project's unified custom field mapping for contacts.
-    async fn mapping(&self, scope: &AccountScope) -> ServiceResult<BTreeMap<String, String>> {
+    pub(crate) async fn mapping(
+        &self,
+        scope: &AccountScope,
+    ) -> ServiceResult<BTreeMap<String, String>> {
         const MAPPING: &str =
             "SELECT mappings FROM unified_custom_fields WHERE project_id = $1 AND kind = $2";
         let mappings: Option<String> = match self.db.sqlite_reads() {

@@ -218,6 +218,11 @@ const LINKED_ACCOUNTS: Table = Table {
         ("provider", Type::Text),
         ("name", Type::Text),
         ("created_at", Type::Text),
+        ("base_url", Type::Text),
+        // Sealed: copied as stored, so it opens on the target under the same secret key.
+        ("credentials", Type::Text),
+        ("credentials_version", Type::Int),
+        ("status", Type::Text),
     ],
     sqlite_key: &["id"],
     postgres_key: &["id"],
