@@ -1355,6 +1355,111 @@ async fn rotating_the_secret_key_reseals_every_credential() {
 }
 
 #[tokio::test]
+async fn a_portal_s_required_property_is_refused_in_the_error_shape() {
+    let l = Linked::start(Kind::HubSpot).await;
+    l.hubspot().require_property("contacts", "jobtitle");
+    let (status, body) = l
+        .call(
+            Method::POST,
+            "/unified/crm/contacts",
+            Some(json!({"first_name": "No", "last_name": "Title"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().starts_with("hubspot: "),
+        "{body}"
+    );
+    assert_eq!(
+        body["provider_errors"][0]["raw"]["errors"][0]["code"], "REQUIRED_PROPERTY",
+        "{body}"
+    );
+    let created = l
+        .ok(
+            Method::POST,
+            "/unified/crm/contacts",
+            Some(json!({"first_name": "A", "last_name": "Title", "title": "CTO"})),
+        )
+        .await;
+    assert_eq!(created["data"]["title"], "CTO");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_creates_one_record_at_the_provider() {
+    for kind in [Kind::HubSpot, Kind::Pipedrive] {
+        let l = Linked::start(kind).await;
+        let send = || {
+            l.http
+                .post(format!("{}/unified/crm/contacts", l.server.base_url))
+                .basic_auth(&l.key, Some(""))
+                .header("x-account-id", &l.account)
+                .header("Idempotency-Key", "create-once-1")
+                .json(&json!({"first_name": "Once", "last_name": "Only"}))
+                .send()
+        };
+        let first: Value = send().await.unwrap().json().await.unwrap();
+        let second = send().await.unwrap();
+        assert_eq!(
+            second
+                .headers()
+                .get("idempotent-replayed")
+                .map(|v| v.to_str().unwrap()),
+            Some("true")
+        );
+        let second: Value = second.json().await.unwrap();
+        assert_eq!(first["data"]["id"], second["data"]["id"], "{kind:?}");
+        let creates = match kind {
+            Kind::HubSpot => l.hubspot().calls(),
+            _ => l.pipedrive().calls(),
+        }
+        .iter()
+        .filter(|c| {
+            c.method == "POST" && (c.path.ends_with("/contacts") || c.path.ends_with("/persons"))
+        })
+        .count();
+        assert_eq!(creates, 1, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_page_costs_one_provider_call_and_proxy_parameters_reach_the_provider() {
+    for kind in [Kind::HubSpot, Kind::Pipedrive] {
+        let l = Linked::start(kind).await;
+        for i in 0..5 {
+            l.create_contact(&format!("C{i}"), "Cost").await;
+        }
+        let calls = || match kind {
+            Kind::HubSpot => l.hubspot().calls(),
+            _ => l.pipedrive().calls(),
+        };
+        // The definitions are warm after the creates: a page is one call.
+        let before = calls().len();
+        let page = l
+            .ok(
+                Method::GET,
+                "/unified/crm/contacts?page_size=2&proxy[team]=blue",
+                None,
+            )
+            .await;
+        let next = page["next"].as_str().unwrap().to_owned();
+        let made = calls();
+        assert_eq!(made.len(), before + 1, "{kind:?}: {:#?}", &made[before..]);
+        assert!(
+            made.last().unwrap().query.contains("team=blue"),
+            "{kind:?}: {:?}",
+            made.last()
+        );
+        l.ok(
+            Method::GET,
+            &format!("/unified/crm/contacts?page_size=2&next={next}"),
+            None,
+        )
+        .await;
+        assert_eq!(calls().len(), before + 2, "{kind:?}");
+    }
+}
+
+#[tokio::test]
 async fn hubspot_incremental_reads_pass_the_search_cap_and_show_deletions() {
     let l = Linked::start(Kind::HubSpot).await;
     let before = chrono::Utc::now() - chrono::Duration::seconds(5);

@@ -34,3 +34,23 @@ fn generation_is_deterministic() {
     );
     assert!(first.starts_with(&PROVIDER.header()));
 }
+
+/// The date version is one setting: every CRM path of the document carries
+/// [`hubspot_client::API_VERSION`], and no other version. A path left on another version
+/// (or on the numeric `/crm/v3/` paths HubSpot retires) fails here.
+#[test]
+fn every_crm_path_is_on_the_one_date_version() {
+    let spec = PROVIDER.load_spec().expect("the provider document loads");
+    let paths = spec["paths"].as_object().expect("paths");
+    let version = hubspot_client::API_VERSION;
+    let mut crm = 0;
+    for path in paths.keys().filter(|p| p.starts_with("/crm/")) {
+        crm += 1;
+        let segment = path.split('/').nth(3).unwrap_or_default();
+        assert_eq!(segment, version, "{path} is not on version {version}");
+    }
+    assert!(
+        crm >= 10,
+        "the document describes the CRM paths ({crm} found)"
+    );
+}

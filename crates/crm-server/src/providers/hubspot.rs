@@ -47,6 +47,10 @@ use crate::local::LocalProvider;
 
 pub const NAME: &str = "hubspot";
 
+/// HubSpot's date version, one setting: it is in every path of `openapi/providers/hubspot.yaml`
+/// (so in the generated client) and in the paths this connector reports in `raw`.
+const V: &str = hubspot_client::API_VERSION;
+
 const CONTACT: &str = "contact";
 const COMPANY: &str = "account";
 const LIST: &str = "list";
@@ -221,7 +225,11 @@ impl Inner {
         }
         let list = session
             .call(
-                Call::read("properties.list", "GET", "/crm/properties/2026-09/contacts"),
+                Call::read(
+                    "properties.list",
+                    "GET",
+                    format!("/crm/properties/{V}/contacts"),
+                ),
                 |c| async move {
                     c.list_properties()
                         .object_type(types::ObjectType::Contacts)
@@ -265,7 +273,7 @@ impl Inner {
         definitions: &[types::PropertyDefinition],
     ) -> ServiceResult<types::ObjectRecord> {
         let properties = Self::contact_properties(definitions).join(",");
-        let path = format!("/crm/objects/2026-09/contacts/{remote}?properties={properties}");
+        let path = format!("/crm/objects/{V}/contacts/{remote}?properties={properties}");
         let remote = remote.to_owned();
         session
             .call(Call::read("contacts.get", "GET", path), |c| {
@@ -361,7 +369,7 @@ async fn list_page(
     properties: &[String],
 ) -> ServiceResult<types::RecordPage> {
     let properties = properties.join(",");
-    let mut path = format!("/crm/objects/2026-09/{object}?limit={limit}&properties={properties}");
+    let mut path = format!("/crm/objects/{V}/{object}?limit={limit}&properties={properties}");
     if let Some(after) = &after {
         path.push_str(&format!("&after={after}"));
     }
@@ -472,10 +480,14 @@ async fn incremental(
         }],
     };
     let (operation, path) = match object {
-        types::ObjectType::Contacts => ("contacts.search", "/crm/objects/2026-09/contacts/search"),
-        types::ObjectType::Companies => {
-            ("companies.search", "/crm/objects/2026-09/companies/search")
-        }
+        types::ObjectType::Contacts => (
+            "contacts.search",
+            format!("/crm/objects/{V}/contacts/search"),
+        ),
+        types::ObjectType::Companies => (
+            "companies.search",
+            format!("/crm/objects/{V}/companies/search"),
+        ),
     };
     let found = session
         .call(Call::read(operation, "POST", path).body(&request), |c| {
@@ -1043,7 +1055,12 @@ impl CrmProvider for HubSpotConnector {
         };
         let created = session
             .call(
-                Call::write("contacts.create", "POST", "/crm/objects/2026-09/contacts").body(&body),
+                Call::write(
+                    "contacts.create",
+                    "POST",
+                    format!("/crm/objects/{V}/contacts"),
+                )
+                .body(&body),
                 |c| {
                     let body = body.clone();
                     async move { c.create_contact().body(body).send().await }
@@ -1109,7 +1126,7 @@ impl CrmProvider for HubSpotConnector {
                 .await?
         } else {
             let body = types::RecordInput { properties };
-            let path = format!("/crm/objects/2026-09/contacts/{remote}");
+            let path = format!("/crm/objects/{V}/contacts/{remote}");
             session
                 .call(
                     Call::write("contacts.update", "PATCH", path).body(&body),
@@ -1142,7 +1159,7 @@ impl CrmProvider for HubSpotConnector {
         }
         .remote_or_404(CONTACT, "contact", id)?;
         let mut session = self.inner.session(scope).await?;
-        let path = format!("/crm/objects/2026-09/contacts/{remote}");
+        let path = format!("/crm/objects/{V}/contacts/{remote}");
         session
             .call(Call::write("contacts.archive", "DELETE", path), |c| {
                 let remote = remote.clone();
@@ -1242,7 +1259,7 @@ impl CrmProvider for HubSpotConnector {
         .remote_or_404(COMPANY, "account", id)?;
         let mut session = self.inner.session(scope).await?.with_proxy(&read.proxy);
         let properties = COMPANY_PROPERTIES.join(",");
-        let path = format!("/crm/objects/2026-09/companies/{remote}?properties={properties}");
+        let path = format!("/crm/objects/{V}/companies/{remote}?properties={properties}");
         let record = session
             .call(Call::read("companies.get", "GET", path), |c| {
                 let remote = remote.clone();
@@ -1324,7 +1341,7 @@ impl CrmProvider for HubSpotConnector {
         };
         let found = session
             .call(
-                Call::read("lists.search", "POST", "/crm/lists/2026-09/search").body(&request),
+                Call::read("lists.search", "POST", format!("/crm/lists/{V}/search")).body(&request),
                 |c| {
                     let request = request.clone();
                     async move { c.search_lists().body(request).send().await }
@@ -1362,7 +1379,7 @@ impl CrmProvider for HubSpotConnector {
         }
         .remote_or_404(LIST, "list", id)?;
         let mut session = self.inner.session(scope).await?.with_proxy(&read.proxy);
-        let path = format!("/crm/lists/2026-09/{remote}");
+        let path = format!("/crm/lists/{V}/{remote}");
         let found = session
             .call(Call::read("lists.get", "GET", path), |c| {
                 let remote = remote.clone();
@@ -1373,7 +1390,7 @@ impl CrmProvider for HubSpotConnector {
         let mut members = Vec::new();
         let mut after: Option<String> = None;
         while members.len() < LIST_ITEMS_SHOWN {
-            let mut path = format!("/crm/lists/2026-09/{remote}/memberships?limit=250");
+            let mut path = format!("/crm/lists/{V}/{remote}/memberships?limit=250");
             if let Some(a) = &after {
                 path.push_str(&format!("&after={a}"));
             }
@@ -1511,7 +1528,7 @@ impl CrmProvider for HubSpotConnector {
         }
         .remote_or_404(FIELD, "custom field definition", id)?;
         let mut session = self.inner.session(scope).await?.with_proxy(&read.proxy);
-        let path = format!("/crm/properties/2026-09/contacts/{name}");
+        let path = format!("/crm/properties/{V}/contacts/{name}");
         let found = session
             .call(Call::read("properties.get", "GET", path), |c| {
                 let name = name.clone();
