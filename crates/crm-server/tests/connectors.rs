@@ -834,7 +834,206 @@ macro_rules! shared {
     };
 }
 
+/// Accounts: create, update (with `If-Match`), delete.
+async fn account_writes(l: &Linked) {
+    let p = l.kind.name();
+    let created = l
+        .ok(
+            Method::POST,
+            "/unified/crm/accounts",
+            Some(json!({"name": "Initech"})),
+        )
+        .await["data"]
+        .clone();
+    assert_eq!(created["name"], "Initech", "{p}");
+    let id = created["id"].as_str().unwrap();
+    let etag = created["etag"].as_str().unwrap();
+    let updated = l
+        .ok(
+            Method::PATCH,
+            &format!("/unified/crm/accounts/{id}"),
+            Some(json!({"name": "Initrode"})),
+        )
+        .await["data"]
+        .clone();
+    assert_eq!(updated["name"], "Initrode", "{p}");
+    assert_ne!(updated["etag"].as_str().unwrap(), etag, "{p}");
+    let stale = l
+        .http
+        .patch(format!("{}/unified/crm/accounts/{id}", l.server.base_url))
+        .basic_auth(&l.key, Some(""))
+        .header("x-account-id", &l.account)
+        .header("If-Match", format!("\"{etag}\""))
+        .json(&json!({"name": "Stale"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412, "{p}");
+    let got = l
+        .ok(Method::GET, &format!("/unified/crm/accounts/{id}"), None)
+        .await;
+    assert_eq!(got["data"]["name"], "Initrode", "{p}");
+    let (status, _) = l
+        .call(Method::DELETE, &format!("/unified/crm/accounts/{id}"), None)
+        .await;
+    assert!(status == 200 || status == 204, "{p}: {status}");
+    let (status, _) = l
+        .call(Method::GET, &format!("/unified/crm/accounts/{id}"), None)
+        .await;
+    assert_eq!(status, 404, "{p}");
+}
+
+/// Lists: create, rename, add and remove items; all or nothing when an item is unknown.
+async fn list_writes(l: &Linked) {
+    let p = l.kind.name();
+    let (status, body) = l
+        .call(
+            Method::POST,
+            "/unified/crm/lists",
+            Some(json!({"name": "VIPs", "type": {"value": "contacts"}})),
+        )
+        .await;
+    if l.kind == Kind::Pipedrive {
+        assert_eq!(status, 501, "{p}: {body}");
+        return;
+    }
+    assert_eq!(status, 200, "{p}: {body}");
+    let id = body["data"]["id"].as_str().unwrap().to_owned();
+    let a = l.create_contact("Member", "One").await;
+    let b = l.create_contact("Member", "Two").await;
+    let added = l
+        .ok(
+            Method::POST,
+            &format!("/unified/crm/lists/{id}/items"),
+            Some(json!({"item_ids": [a["id"], b["id"]]})),
+        )
+        .await;
+    assert_eq!(
+        added["data"]["items"].as_array().map(Vec::len),
+        Some(2),
+        "{p}: {added:#}"
+    );
+    // An unknown record: refused, and nothing of the call stays.
+    let c = l.create_contact("Member", "Three").await;
+    let (status, body) = l
+        .call(
+            Method::POST,
+            &format!("/unified/crm/lists/{id}/items"),
+            Some(json!({"item_ids": [c["id"], "not-a-record"]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{p}: {body}");
+    let got = l
+        .ok(Method::GET, &format!("/unified/crm/lists/{id}"), None)
+        .await;
+    assert_eq!(
+        got["data"]["items"].as_array().map(Vec::len),
+        Some(2),
+        "{p}: {got:#}"
+    );
+    let renamed = l
+        .ok(
+            Method::PATCH,
+            &format!("/unified/crm/lists/{id}"),
+            Some(json!({"name": "Very VIPs"})),
+        )
+        .await;
+    assert_eq!(renamed["data"]["name"], "Very VIPs", "{p}");
+    let item = a["id"].as_str().unwrap();
+    let removed = l
+        .ok(
+            Method::DELETE,
+            &format!("/unified/crm/lists/{id}/items/{item}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        removed["data"]["items"].as_array().map(Vec::len),
+        Some(1),
+        "{p}: {removed:#}"
+    );
+    let (status, _) = l
+        .call(
+            Method::DELETE,
+            &format!("/unified/crm/lists/{id}/items/{item}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{p}");
+}
+
+/// Custom field definitions: create a select field, use it, change its options.
+async fn definition_writes(l: &Linked) {
+    let p = l.kind.name();
+    let (status, body) = l
+        .call(
+            Method::POST,
+            "/unified/crm/custom_field_definitions/contacts",
+            Some(json!({"name": "tier", "description": "Customer tier",
+                        "type": {"value": "single_select"},
+                        "options": [{"id": "gold", "value": "Gold"}, {"id": "silver", "value": "Silver"}]})),
+        )
+        .await;
+    if l.kind == Kind::Pipedrive {
+        assert_eq!(status, 501, "{p}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("pipedrive"),
+            "{body}"
+        );
+        return;
+    }
+    assert_eq!(status, 200, "{p}: {body}");
+    let def = body["data"].clone();
+    assert_eq!(def["name"], "tier", "{p}");
+    assert_eq!(
+        def["options"].as_array().map(Vec::len),
+        Some(2),
+        "{p}: {def:#}"
+    );
+    let id = def["id"].as_str().unwrap();
+    let listed = l
+        .ok(
+            Method::GET,
+            "/unified/crm/custom_field_definitions/contacts",
+            None,
+        )
+        .await;
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == def["id"]),
+        "{p}"
+    );
+    let updated = l
+        .ok(
+            Method::PATCH,
+            &format!("/unified/crm/custom_field_definitions/contacts/{id}"),
+            Some(json!({"options": [{"id": "gold", "value": "Gold"}, {"id": "silver", "value": "Silver"},
+                                    {"id": "bronze", "value": "Bronze"}]})),
+        )
+        .await;
+    assert_eq!(
+        updated["data"]["options"].as_array().map(Vec::len),
+        Some(3),
+        "{p}: {updated:#}"
+    );
+    // A record takes a value of the new field.
+    let (status, body) = l
+        .call(
+            Method::POST,
+            "/unified/crm/contacts",
+            Some(json!({"last_name": "Tiered", "custom_fields": [{"id": id, "value": "bronze"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{p}: {body}");
+}
+
 shared! {
+    shared_list_writes => list_writes,
+    shared_definition_writes => definition_writes,
+    shared_account_writes => account_writes,
     shared_contacts_round_trip => contacts_round_trip,
     shared_contacts_paging => contacts_paging,
     shared_validation => validation,

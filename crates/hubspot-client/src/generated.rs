@@ -208,6 +208,52 @@ as strings, or as ISO 8601 date-times.
             Default::default()
         }
     }
+    ///A new list.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct ListCreateRequest {
+        ///The list's name, not blank and unique in the portal.
+        pub name: ::std::string::String,
+        ///The type of the members, `0-1` for contacts or `0-2` for companies.
+        #[serde(rename = "objectTypeId")]
+        pub object_type_id: ::std::string::String,
+        #[serde(rename = "processingType")]
+        pub processing_type: ProcessingType,
+    }
+    impl ListCreateRequest {
+        pub fn builder() -> builder::ListCreateRequest {
+            Default::default()
+        }
+    }
+    ///`ListMembersAdded`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct ListMembersAdded {
+        ///The ids that joined the list.
+        #[serde(rename = "recordIdsAdded")]
+        pub record_ids_added: ::std::vec::Vec<::std::string::String>,
+        ///The ids that are no record of the list's object type.
+        #[serde(rename = "recordIdsMissing")]
+        pub record_ids_missing: ::std::vec::Vec<::std::string::String>,
+    }
+    impl ListMembersAdded {
+        pub fn builder() -> builder::ListMembersAdded {
+            Default::default()
+        }
+    }
+    ///`ListMembersRemoved`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct ListMembersRemoved {
+        ///The ids that are no record of the list's object type.
+        #[serde(rename = "recordIdsMissing")]
+        pub record_ids_missing: ::std::vec::Vec<::std::string::String>,
+        ///The ids that left the list.
+        #[serde(rename = "recordIdsRemoved")]
+        pub record_ids_removed: ::std::vec::Vec<::std::string::String>,
+    }
+    impl ListMembersRemoved {
+        pub fn builder() -> builder::ListMembersRemoved {
+            Default::default()
+        }
+    }
     ///`ListResult`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct ListResult {
@@ -476,6 +522,36 @@ booleans included) or null for a property without a value.
             value.parse()
         }
     }
+    ///A new custom property.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct PropertyCreate {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub description: ::std::option::Option<::std::string::String>,
+        /**How the field is edited: `text`, `textarea`, `number`, `date`, `select`,
+`radio`, `checkbox`, `booleancheckbox`, `phonenumber` and others.
+*/
+        #[serde(rename = "fieldType")]
+        pub field_type: ::std::string::String,
+        ///The property group it is shown in, such as `contactinformation`.
+        #[serde(rename = "groupName")]
+        pub group_name: ::std::string::String,
+        ///The name shown to users.
+        pub label: ::std::string::String,
+        /**The internal name: lowercase letters, digits and underscores, starting with a
+letter. It cannot be changed later.
+*/
+        pub name: ::std::string::String,
+        ///The choices; required, and not empty, for an enumeration.
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub options: ::std::vec::Vec<PropertyOption>,
+        #[serde(rename = "type")]
+        pub type_: PropertyType,
+    }
+    impl PropertyCreate {
+        pub fn builder() -> builder::PropertyCreate {
+            Default::default()
+        }
+    }
     ///The definition of one property (a standard or custom field).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct PropertyDefinition {
@@ -548,6 +624,107 @@ booleans included) or null for a property without a value.
     }
     impl PropertyOption {
         pub fn builder() -> builder::PropertyOption {
+            Default::default()
+        }
+    }
+    ///The data type of a property.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum PropertyType {
+        #[serde(rename = "string")]
+        String,
+        #[serde(rename = "number")]
+        Number,
+        #[serde(rename = "date")]
+        Date,
+        #[serde(rename = "datetime")]
+        Datetime,
+        #[serde(rename = "enumeration")]
+        Enumeration,
+        #[serde(rename = "bool")]
+        Bool,
+    }
+    impl ::std::fmt::Display for PropertyType {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::String => f.write_str("string"),
+                Self::Number => f.write_str("number"),
+                Self::Date => f.write_str("date"),
+                Self::Datetime => f.write_str("datetime"),
+                Self::Enumeration => f.write_str("enumeration"),
+                Self::Bool => f.write_str("bool"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for PropertyType {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "string" => Ok(Self::String),
+                "number" => Ok(Self::Number),
+                "date" => Ok(Self::Date),
+                "datetime" => Ok(Self::Datetime),
+                "enumeration" => Ok(Self::Enumeration),
+                "bool" => Ok(Self::Bool),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for PropertyType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for PropertyType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    /**The parts of a custom property's definition to change; the name cannot be changed,
+and other fields are refused.
+*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    pub struct PropertyUpdate {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub description: ::std::option::Option<::std::string::String>,
+        #[serde(
+            rename = "fieldType",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub field_type: ::std::option::Option<::std::string::String>,
+        #[serde(
+            rename = "groupName",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub group_name: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub label: ::std::option::Option<::std::string::String>,
+        ///The new choices, replacing all the old ones.
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub options: ::std::vec::Vec<PropertyOption>,
+        #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        pub type_: ::std::option::Option<PropertyType>,
+    }
+    impl PropertyUpdate {
+        pub fn builder() -> builder::PropertyUpdate {
             Default::default()
         }
     }
@@ -773,6 +950,17 @@ offset into the results).
     }
     impl TokenResponse {
         pub fn builder() -> builder::TokenResponse {
+            Default::default()
+        }
+    }
+    ///`UpdatedListResult`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct UpdatedListResult {
+        #[serde(rename = "updatedList")]
+        pub updated_list: CrmList,
+    }
+    impl UpdatedListResult {
+        pub fn builder() -> builder::UpdatedListResult {
             Default::default()
         }
     }
@@ -1345,6 +1533,238 @@ offset into the results).
                     message: Ok(value.message),
                     policy_name: Ok(value.policy_name),
                     status: Ok(value.status),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ListCreateRequest {
+            name: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object_type_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            processing_type: ::std::result::Result<
+                super::ProcessingType,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ListCreateRequest {
+            fn default() -> Self {
+                Self {
+                    name: Err("no value supplied for name".to_string()),
+                    object_type_id: Err(
+                        "no value supplied for object_type_id".to_string(),
+                    ),
+                    processing_type: Err(
+                        "no value supplied for processing_type".to_string(),
+                    ),
+                }
+            }
+        }
+        impl ListCreateRequest {
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+            pub fn object_type_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object_type_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for object_type_id: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn processing_type<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::ProcessingType>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.processing_type = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for processing_type: {e}"
+                        )
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ListCreateRequest> for super::ListCreateRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ListCreateRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    name: value.name?,
+                    object_type_id: value.object_type_id?,
+                    processing_type: value.processing_type?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ListCreateRequest> for ListCreateRequest {
+            fn from(value: super::ListCreateRequest) -> Self {
+                Self {
+                    name: Ok(value.name),
+                    object_type_id: Ok(value.object_type_id),
+                    processing_type: Ok(value.processing_type),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ListMembersAdded {
+            record_ids_added: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            record_ids_missing: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ListMembersAdded {
+            fn default() -> Self {
+                Self {
+                    record_ids_added: Err(
+                        "no value supplied for record_ids_added".to_string(),
+                    ),
+                    record_ids_missing: Err(
+                        "no value supplied for record_ids_missing".to_string(),
+                    ),
+                }
+            }
+        }
+        impl ListMembersAdded {
+            pub fn record_ids_added<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.record_ids_added = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for record_ids_added: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn record_ids_missing<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.record_ids_missing = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for record_ids_missing: {e}"
+                        )
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ListMembersAdded> for super::ListMembersAdded {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ListMembersAdded,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    record_ids_added: value.record_ids_added?,
+                    record_ids_missing: value.record_ids_missing?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ListMembersAdded> for ListMembersAdded {
+            fn from(value: super::ListMembersAdded) -> Self {
+                Self {
+                    record_ids_added: Ok(value.record_ids_added),
+                    record_ids_missing: Ok(value.record_ids_missing),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ListMembersRemoved {
+            record_ids_missing: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            record_ids_removed: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ListMembersRemoved {
+            fn default() -> Self {
+                Self {
+                    record_ids_missing: Err(
+                        "no value supplied for record_ids_missing".to_string(),
+                    ),
+                    record_ids_removed: Err(
+                        "no value supplied for record_ids_removed".to_string(),
+                    ),
+                }
+            }
+        }
+        impl ListMembersRemoved {
+            pub fn record_ids_missing<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.record_ids_missing = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for record_ids_missing: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn record_ids_removed<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.record_ids_removed = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for record_ids_removed: {e}"
+                        )
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ListMembersRemoved> for super::ListMembersRemoved {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ListMembersRemoved,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    record_ids_missing: value.record_ids_missing?,
+                    record_ids_removed: value.record_ids_removed?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ListMembersRemoved> for ListMembersRemoved {
+            fn from(value: super::ListMembersRemoved) -> Self {
+                Self {
+                    record_ids_missing: Ok(value.record_ids_missing),
+                    record_ids_removed: Ok(value.record_ids_removed),
                 }
             }
         }
@@ -1975,6 +2395,156 @@ offset into the results).
             }
         }
         #[derive(Clone, Debug)]
+        pub struct PropertyCreate {
+            description: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            field_type: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            group_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            label: ::std::result::Result<::std::string::String, ::std::string::String>,
+            name: ::std::result::Result<::std::string::String, ::std::string::String>,
+            options: ::std::result::Result<
+                ::std::vec::Vec<super::PropertyOption>,
+                ::std::string::String,
+            >,
+            type_: ::std::result::Result<super::PropertyType, ::std::string::String>,
+        }
+        impl ::std::default::Default for PropertyCreate {
+            fn default() -> Self {
+                Self {
+                    description: Ok(Default::default()),
+                    field_type: Err("no value supplied for field_type".to_string()),
+                    group_name: Err("no value supplied for group_name".to_string()),
+                    label: Err("no value supplied for label".to_string()),
+                    name: Err("no value supplied for name".to_string()),
+                    options: Ok(Default::default()),
+                    type_: Err("no value supplied for type_".to_string()),
+                }
+            }
+        }
+        impl PropertyCreate {
+            pub fn description<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.description = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for description: {e}")
+                    });
+                self
+            }
+            pub fn field_type<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.field_type = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for field_type: {e}")
+                    });
+                self
+            }
+            pub fn group_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.group_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for group_name: {e}")
+                    });
+                self
+            }
+            pub fn label<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.label = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for label: {e}")
+                    });
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+            pub fn options<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::PropertyOption>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.options = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for options: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::PropertyType>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<PropertyCreate> for super::PropertyCreate {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: PropertyCreate,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    description: value.description?,
+                    field_type: value.field_type?,
+                    group_name: value.group_name?,
+                    label: value.label?,
+                    name: value.name?,
+                    options: value.options?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::PropertyCreate> for PropertyCreate {
+            fn from(value: super::PropertyCreate) -> Self {
+                Self {
+                    description: Ok(value.description),
+                    field_type: Ok(value.field_type),
+                    group_name: Ok(value.group_name),
+                    label: Ok(value.label),
+                    name: Ok(value.name),
+                    options: Ok(value.options),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct PropertyDefinition {
             archived: ::std::result::Result<
                 ::std::option::Option<bool>,
@@ -2359,6 +2929,146 @@ offset into the results).
                     hidden: Ok(value.hidden),
                     label: Ok(value.label),
                     value: Ok(value.value),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct PropertyUpdate {
+            description: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            field_type: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            group_name: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            label: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            options: ::std::result::Result<
+                ::std::vec::Vec<super::PropertyOption>,
+                ::std::string::String,
+            >,
+            type_: ::std::result::Result<
+                ::std::option::Option<super::PropertyType>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for PropertyUpdate {
+            fn default() -> Self {
+                Self {
+                    description: Ok(Default::default()),
+                    field_type: Ok(Default::default()),
+                    group_name: Ok(Default::default()),
+                    label: Ok(Default::default()),
+                    options: Ok(Default::default()),
+                    type_: Ok(Default::default()),
+                }
+            }
+        }
+        impl PropertyUpdate {
+            pub fn description<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.description = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for description: {e}")
+                    });
+                self
+            }
+            pub fn field_type<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.field_type = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for field_type: {e}")
+                    });
+                self
+            }
+            pub fn group_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.group_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for group_name: {e}")
+                    });
+                self
+            }
+            pub fn label<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.label = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for label: {e}")
+                    });
+                self
+            }
+            pub fn options<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::PropertyOption>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.options = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for options: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::PropertyType>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<PropertyUpdate> for super::PropertyUpdate {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: PropertyUpdate,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    description: value.description?,
+                    field_type: value.field_type?,
+                    group_name: value.group_name?,
+                    label: value.label?,
+                    options: value.options?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::PropertyUpdate> for PropertyUpdate {
+            fn from(value: super::PropertyUpdate) -> Self {
+                Self {
+                    description: Ok(value.description),
+                    field_type: Ok(value.field_type),
+                    group_name: Ok(value.group_name),
+                    label: Ok(value.label),
+                    options: Ok(value.options),
+                    type_: Ok(value.type_),
                 }
             }
         }
@@ -2948,6 +3658,48 @@ offset into the results).
                 }
             }
         }
+        #[derive(Clone, Debug)]
+        pub struct UpdatedListResult {
+            updated_list: ::std::result::Result<super::CrmList, ::std::string::String>,
+        }
+        impl ::std::default::Default for UpdatedListResult {
+            fn default() -> Self {
+                Self {
+                    updated_list: Err("no value supplied for updated_list".to_string()),
+                }
+            }
+        }
+        impl UpdatedListResult {
+            pub fn updated_list<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::CrmList>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.updated_list = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for updated_list: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<UpdatedListResult> for super::UpdatedListResult {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: UpdatedListResult,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    updated_list: value.updated_list?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::UpdatedListResult> for UpdatedListResult {
+            fn from(value: super::UpdatedListResult) -> Self {
+                Self {
+                    updated_list: Ok(value.updated_list),
+                }
+            }
+        }
     }
     /// Generation of default values for serde.
     pub mod defaults {
@@ -2999,7 +3751,8 @@ offset into the results).
 
 Our own description of the few HubSpot endpoints the HubSpot connector calls: CRM
 contacts and companies (list, read, create, update, archive, search), their property
-definitions, lists and list memberships, and the OAuth token refresh. It is not HubSpot's
+definitions (read, create, update), lists and list memberships (read, create, rename,
+add and remove members), and the OAuth token refresh. It is not HubSpot's
 published specification and copies nothing from it; it was written from HubSpot's public
 developer documentation (the CRM objects, search, properties and lists guides, the OAuth
 guide, the API versioning changelog and the rate limit and error handling pages) and
@@ -3333,7 +4086,7 @@ Every property of the object type, standard and custom, in one answer (no paging
 Sends a `GET` request to `/crm/properties/2026-09/{objectType}`
 
 Arguments:
-- `object_type`: The object type whose property definitions to read.
+- `object_type`: The object type whose property definitions to read or write.
 - `archived`: List only archived (deleted) property definitions.
 ```ignore
 let response = client.list_properties()
@@ -3345,12 +4098,36 @@ let response = client.list_properties()
     pub fn list_properties(&self) -> builder::ListProperties<'_> {
         builder::ListProperties::new(self)
     }
+    /**Create a custom property
+
+Defines a new custom property of the object type. `name` is lowercase letters,
+digits and underscores, starting with a letter, and cannot be changed later; an
+enumeration needs at least one option. A name the object type already has (archived
+properties included) is refused with 409 (`Property already exists`); an invalid
+name, type or field type, or an enumeration without options, with 400.
+
+
+Sends a `POST` request to `/crm/properties/2026-09/{objectType}`
+
+Arguments:
+- `object_type`: The object type whose property definitions to read or write.
+- `body`
+```ignore
+let response = client.create_property()
+    .object_type(object_type)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_property(&self) -> builder::CreateProperty<'_> {
+        builder::CreateProperty::new(self)
+    }
     /**Read one property definition
 
 Sends a `GET` request to `/crm/properties/2026-09/{objectType}/{propertyName}`
 
 Arguments:
-- `object_type`: The object type whose property definitions to read.
+- `object_type`: The object type whose property definitions to read or write.
 - `property_name`: The property's internal name, such as `email` or `hs_lead_status`.
 ```ignore
 let response = client.get_property()
@@ -3361,6 +4138,51 @@ let response = client.get_property()
 ```*/
     pub fn get_property(&self) -> builder::GetProperty<'_> {
         builder::GetProperty::new(self)
+    }
+    /**Update a custom property
+
+Changes the given parts of a custom property's definition and leaves the others
+alone; `options`, when given, replaces the whole list. The name cannot be changed
+(a `name` in the body is refused with 400), nor can HubSpot's own properties
+(`hubspotDefined`), which answer 400 `HubSpot-defined properties cannot be changed`.
+
+
+Sends a `PATCH` request to `/crm/properties/2026-09/{objectType}/{propertyName}`
+
+Arguments:
+- `object_type`: The object type whose property definitions to read or write.
+- `property_name`: The property's internal name, such as `email` or `hs_lead_status`.
+- `body`
+```ignore
+let response = client.update_property()
+    .object_type(object_type)
+    .property_name(property_name)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn update_property(&self) -> builder::UpdateProperty<'_> {
+        builder::UpdateProperty::new(self)
+    }
+    /**Create a list
+
+Creates an empty list of contacts (`objectTypeId` `0-1`) or companies (`0-2`). Only
+`MANUAL` lists are created here: `DYNAMIC` and `SNAPSHOT` lists need membership
+filters, and without them are refused with 400. List names are unique in the
+portal: a name already used is refused with 400 (`DUPLICATE_LIST_NAME`), as is a
+blank one.
+
+
+Sends a `POST` request to `/crm/lists/2026-09`
+
+```ignore
+let response = client.create_list()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_list(&self) -> builder::CreateList<'_> {
+        builder::CreateList::new(self)
     }
     /**Search lists
 
@@ -3414,6 +4236,73 @@ let response = client.list_memberships()
 ```*/
     pub fn list_memberships(&self) -> builder::ListMemberships<'_> {
         builder::ListMemberships::new(self)
+    }
+    /**Add records to a manual list
+
+Adds the records, given as a JSON array of record ids (at most 100,000), to the
+list. The answer names the ids added and the ids that are no (unarchived) record of
+the list's object type (`recordIdsMissing`); ids already in the list are in
+neither. When records join, the list's `size` and `updatedAt` change.
+
+
+Sends a `PUT` request to `/crm/lists/2026-09/{listId}/memberships/add`
+
+Arguments:
+- `list_id`: The list's id.
+- `body`: Record ids, as a JSON array of strings.
+```ignore
+let response = client.add_list_members()
+    .list_id(list_id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn add_list_members(&self) -> builder::AddListMembers<'_> {
+        builder::AddListMembers::new(self)
+    }
+    /**Remove records from a manual list
+
+Removes the records, given as a JSON array of record ids (at most 100,000), from
+the list. The answer names the ids removed and the ids that are no record of the
+list's object type (`recordIdsMissing`); records that were not in the list are in
+neither. When records leave, the list's `size` and `updatedAt` change.
+
+
+Sends a `PUT` request to `/crm/lists/2026-09/{listId}/memberships/remove`
+
+Arguments:
+- `list_id`: The list's id.
+- `body`: Record ids, as a JSON array of strings.
+```ignore
+let response = client.remove_list_members()
+    .list_id(list_id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn remove_list_members(&self) -> builder::RemoveListMembers<'_> {
+        builder::RemoveListMembers::new(self)
+    }
+    /**Rename a list
+
+Gives the list the name in `listName`; the request has no body. A blank name, or
+one another list of the portal has, is refused with 400.
+
+
+Sends a `PUT` request to `/crm/lists/2026-09/{listId}/update-list-name`
+
+Arguments:
+- `list_id`: The list's id.
+- `list_name`: The list's new name.
+```ignore
+let response = client.update_list_name()
+    .list_id(list_id)
+    .list_name(list_name)
+    .send()
+    .await;
+```*/
+    pub fn update_list_name(&self) -> builder::UpdateListName<'_> {
+        builder::UpdateListName::new(self)
     }
     /**Refresh an OAuth access token
 
@@ -5111,6 +6000,150 @@ pub mod builder {
             }
         }
     }
+    /**Builder for [`Client::create_property`]
+
+[`Client::create_property`]: super::Client::create_property*/
+    #[derive(Debug, Clone)]
+    pub struct CreateProperty<'a> {
+        client: &'a super::Client,
+        object_type: Result<types::ObjectType, String>,
+        body: Result<types::builder::PropertyCreate, String>,
+    }
+    impl<'a> CreateProperty<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                object_type: Err("object_type was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn object_type<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::ObjectType>,
+        {
+            self.object_type = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `ObjectType` for object_type failed".to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::PropertyCreate>,
+            <V as std::convert::TryInto<
+                types::PropertyCreate,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `PropertyCreate` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::PropertyCreate,
+            ) -> types::builder::PropertyCreate,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/crm/properties/2026-09/{objectType}`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::PropertyDefinition>,
+            Error<types::HubSpotError>,
+        > {
+            let Self { client, object_type, body } = self;
+            let object_type = object_type.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::PropertyCreate::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/crm/properties/2026-09/{}", client.baseurl, encode_path(& object_type
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_property",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                201u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
     /**Builder for [`Client::get_property`]
 
 [`Client::get_property`]: super::Client::get_property*/
@@ -5214,6 +6247,282 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::update_property`]
+
+[`Client::update_property`]: super::Client::update_property*/
+    #[derive(Debug, Clone)]
+    pub struct UpdateProperty<'a> {
+        client: &'a super::Client,
+        object_type: Result<types::ObjectType, String>,
+        property_name: Result<::std::string::String, String>,
+        body: Result<types::builder::PropertyUpdate, String>,
+    }
+    impl<'a> UpdateProperty<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                object_type: Err("object_type was not initialized".to_string()),
+                property_name: Err("property_name was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn object_type<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::ObjectType>,
+        {
+            self.object_type = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `ObjectType` for object_type failed".to_string()
+                });
+            self
+        }
+        pub fn property_name<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.property_name = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for property_name failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::PropertyUpdate>,
+            <V as std::convert::TryInto<
+                types::PropertyUpdate,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `PropertyUpdate` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::PropertyUpdate,
+            ) -> types::builder::PropertyUpdate,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `PATCH` request to `/crm/properties/2026-09/{objectType}/{propertyName}`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::PropertyDefinition>,
+            Error<types::HubSpotError>,
+        > {
+            let Self { client, object_type, property_name, body } = self;
+            let object_type = object_type.map_err(Error::InvalidRequest)?;
+            let property_name = property_name.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::PropertyUpdate::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/crm/properties/2026-09/{}/{}", client.baseurl, encode_path(&
+                object_type.to_string()), encode_path(& property_name.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .patch(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "update_property",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::create_list`]
+
+[`Client::create_list`]: super::Client::create_list*/
+    #[derive(Debug, Clone)]
+    pub struct CreateList<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::ListCreateRequest, String>,
+    }
+    impl<'a> CreateList<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::ListCreateRequest>,
+            <V as std::convert::TryInto<
+                types::ListCreateRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `ListCreateRequest` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::ListCreateRequest,
+            ) -> types::builder::ListCreateRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/crm/lists/2026-09`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ListResult>, Error<types::HubSpotError>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::ListCreateRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/crm/lists/2026-09", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_list",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -5556,6 +6865,390 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "list_memberships",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::add_list_members`]
+
+[`Client::add_list_members`]: super::Client::add_list_members*/
+    #[derive(Debug, Clone)]
+    pub struct AddListMembers<'a> {
+        client: &'a super::Client,
+        list_id: Result<::std::string::String, String>,
+        body: Result<::std::vec::Vec<::std::string::String>, String>,
+    }
+    impl<'a> AddListMembers<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                list_id: Err("list_id was not initialized".to_string()),
+                body: Err("body was not initialized".to_string()),
+            }
+        }
+        pub fn list_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.list_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for list_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+        {
+            self.body = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: vec :: Vec < :: std :: string :: String >` for body failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `PUT` request to `/crm/lists/2026-09/{listId}/memberships/add`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ListMembersAdded>, Error<types::HubSpotError>> {
+            let Self { client, list_id, body } = self;
+            let list_id = list_id.map_err(Error::InvalidRequest)?;
+            let body = body.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/crm/lists/2026-09/{}/memberships/add", client.baseurl, encode_path(&
+                list_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .put(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "add_list_members",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::remove_list_members`]
+
+[`Client::remove_list_members`]: super::Client::remove_list_members*/
+    #[derive(Debug, Clone)]
+    pub struct RemoveListMembers<'a> {
+        client: &'a super::Client,
+        list_id: Result<::std::string::String, String>,
+        body: Result<::std::vec::Vec<::std::string::String>, String>,
+    }
+    impl<'a> RemoveListMembers<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                list_id: Err("list_id was not initialized".to_string()),
+                body: Err("body was not initialized".to_string()),
+            }
+        }
+        pub fn list_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.list_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for list_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+        {
+            self.body = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: vec :: Vec < :: std :: string :: String >` for body failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `PUT` request to `/crm/lists/2026-09/{listId}/memberships/remove`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::ListMembersRemoved>,
+            Error<types::HubSpotError>,
+        > {
+            let Self { client, list_id, body } = self;
+            let list_id = list_id.map_err(Error::InvalidRequest)?;
+            let body = body.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/crm/lists/2026-09/{}/memberships/remove", client.baseurl,
+                encode_path(& list_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .put(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "remove_list_members",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::update_list_name`]
+
+[`Client::update_list_name`]: super::Client::update_list_name*/
+    #[derive(Debug, Clone)]
+    pub struct UpdateListName<'a> {
+        client: &'a super::Client,
+        list_id: Result<::std::string::String, String>,
+        list_name: Result<::std::string::String, String>,
+    }
+    impl<'a> UpdateListName<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                list_id: Err("list_id was not initialized".to_string()),
+                list_name: Err("list_name was not initialized".to_string()),
+            }
+        }
+        pub fn list_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.list_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for list_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn list_name<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.list_name = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for list_name failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `PUT` request to `/crm/lists/2026-09/{listId}/update-list-name`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::UpdatedListResult>,
+            Error<types::HubSpotError>,
+        > {
+            let Self { client, list_id, list_name } = self;
+            let list_id = list_id.map_err(Error::InvalidRequest)?;
+            let list_name = list_name.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/crm/lists/2026-09/{}/update-list-name", client.baseurl, encode_path(&
+                list_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .put(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("listName", &list_name))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "update_list_name",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -12,6 +12,16 @@ use progenitor_client::{encode_path, ClientHooks, OperationInfo, RequestBuilderE
 /// Types used as operation parameters and responses.
 #[allow(clippy::all)]
 pub mod types {
+    ///An address to write, as one line.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct AddressInput {
+        pub value: ::std::string::String,
+    }
+    impl AddressInput {
+        pub fn builder() -> builder::AddressInput {
+            Default::default()
+        }
+    }
     ///Paging information of a list answer.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     pub struct Cursor {
@@ -116,6 +126,29 @@ may be null.
             Default::default()
         }
     }
+    ///A new organization; unknown fields are refused.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct OrganizationCreate {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub address: ::std::option::Option<AddressInput>,
+        /**Custom field values by field code (40 hex characters for custom fields). A
+value's shape depends on the field type and may be null (null clears it).
+*/
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub custom_fields: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub label_ids: ::std::vec::Vec<i64>,
+        pub name: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub owner_id: ::std::option::Option<i64>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub visible_to: ::std::option::Option<i32>,
+    }
+    impl OrganizationCreate {
+        pub fn builder() -> builder::OrganizationCreate {
+            Default::default()
+        }
+    }
     ///`OrganizationPage`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct OrganizationPage {
@@ -136,6 +169,30 @@ may be null.
     }
     impl OrganizationResult {
         pub fn builder() -> builder::OrganizationResult {
+            Default::default()
+        }
+    }
+    ///The fields to change; unknown fields are refused.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    pub struct OrganizationUpdate {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub address: ::std::option::Option<AddressInput>,
+        /**Custom field values by field code (40 hex characters for custom fields). A
+value's shape depends on the field type and may be null (null clears it).
+*/
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub custom_fields: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub label_ids: ::std::vec::Vec<i64>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub name: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub owner_id: ::std::option::Option<i64>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub visible_to: ::std::option::Option<i32>,
+    }
+    impl OrganizationUpdate {
+        pub fn builder() -> builder::OrganizationUpdate {
             Default::default()
         }
     }
@@ -528,6 +585,44 @@ may be null.
     }
     /// Types for composing complex structures.
     pub mod builder {
+        #[derive(Clone, Debug)]
+        pub struct AddressInput {
+            value: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for AddressInput {
+            fn default() -> Self {
+                Self {
+                    value: Err("no value supplied for value".to_string()),
+                }
+            }
+        }
+        impl AddressInput {
+            pub fn value<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.value = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for value: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<AddressInput> for super::AddressInput {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: AddressInput,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { value: value.value? })
+            }
+        }
+        impl ::std::convert::From<super::AddressInput> for AddressInput {
+            fn from(value: super::AddressInput) -> Self {
+                Self { value: Ok(value.value) }
+            }
+        }
         #[derive(Clone, Debug)]
         pub struct Cursor {
             next_cursor: ::std::result::Result<
@@ -1041,6 +1136,145 @@ may be null.
             }
         }
         #[derive(Clone, Debug)]
+        pub struct OrganizationCreate {
+            address: ::std::result::Result<
+                ::std::option::Option<super::AddressInput>,
+                ::std::string::String,
+            >,
+            custom_fields: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+            label_ids: ::std::result::Result<
+                ::std::vec::Vec<i64>,
+                ::std::string::String,
+            >,
+            name: ::std::result::Result<::std::string::String, ::std::string::String>,
+            owner_id: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            visible_to: ::std::result::Result<
+                ::std::option::Option<i32>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for OrganizationCreate {
+            fn default() -> Self {
+                Self {
+                    address: Ok(Default::default()),
+                    custom_fields: Ok(Default::default()),
+                    label_ids: Ok(Default::default()),
+                    name: Err("no value supplied for name".to_string()),
+                    owner_id: Ok(Default::default()),
+                    visible_to: Ok(Default::default()),
+                }
+            }
+        }
+        impl OrganizationCreate {
+            pub fn address<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::AddressInput>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.address = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for address: {e}")
+                    });
+                self
+            }
+            pub fn custom_fields<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.custom_fields = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for custom_fields: {e}")
+                    });
+                self
+            }
+            pub fn label_ids<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.label_ids = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for label_ids: {e}")
+                    });
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+            pub fn owner_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.owner_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for owner_id: {e}")
+                    });
+                self
+            }
+            pub fn visible_to<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i32>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.visible_to = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for visible_to: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<OrganizationCreate> for super::OrganizationCreate {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: OrganizationCreate,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    address: value.address?,
+                    custom_fields: value.custom_fields?,
+                    label_ids: value.label_ids?,
+                    name: value.name?,
+                    owner_id: value.owner_id?,
+                    visible_to: value.visible_to?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::OrganizationCreate> for OrganizationCreate {
+            fn from(value: super::OrganizationCreate) -> Self {
+                Self {
+                    address: Ok(value.address),
+                    custom_fields: Ok(value.custom_fields),
+                    label_ids: Ok(value.label_ids),
+                    name: Ok(value.name),
+                    owner_id: Ok(value.owner_id),
+                    visible_to: Ok(value.visible_to),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct OrganizationPage {
             additional_data: ::std::result::Result<super::Cursor, ::std::string::String>,
             data: ::std::result::Result<
@@ -1176,6 +1410,148 @@ may be null.
                 Self {
                     data: Ok(value.data),
                     success: Ok(value.success),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct OrganizationUpdate {
+            address: ::std::result::Result<
+                ::std::option::Option<super::AddressInput>,
+                ::std::string::String,
+            >,
+            custom_fields: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+            label_ids: ::std::result::Result<
+                ::std::vec::Vec<i64>,
+                ::std::string::String,
+            >,
+            name: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            owner_id: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            visible_to: ::std::result::Result<
+                ::std::option::Option<i32>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for OrganizationUpdate {
+            fn default() -> Self {
+                Self {
+                    address: Ok(Default::default()),
+                    custom_fields: Ok(Default::default()),
+                    label_ids: Ok(Default::default()),
+                    name: Ok(Default::default()),
+                    owner_id: Ok(Default::default()),
+                    visible_to: Ok(Default::default()),
+                }
+            }
+        }
+        impl OrganizationUpdate {
+            pub fn address<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::AddressInput>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.address = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for address: {e}")
+                    });
+                self
+            }
+            pub fn custom_fields<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.custom_fields = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for custom_fields: {e}")
+                    });
+                self
+            }
+            pub fn label_ids<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.label_ids = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for label_ids: {e}")
+                    });
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+            pub fn owner_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.owner_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for owner_id: {e}")
+                    });
+                self
+            }
+            pub fn visible_to<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i32>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.visible_to = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for visible_to: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<OrganizationUpdate> for super::OrganizationUpdate {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: OrganizationUpdate,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    address: value.address?,
+                    custom_fields: value.custom_fields?,
+                    label_ids: value.label_ids?,
+                    name: value.name?,
+                    owner_id: value.owner_id?,
+                    visible_to: value.visible_to?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::OrganizationUpdate> for OrganizationUpdate {
+            fn from(value: super::OrganizationUpdate) -> Self {
+                Self {
+                    address: Ok(value.address),
+                    custom_fields: Ok(value.custom_fields),
+                    label_ids: Ok(value.label_ids),
+                    name: Ok(value.name),
+                    owner_id: Ok(value.owner_id),
+                    visible_to: Ok(value.visible_to),
                 }
             }
         }
@@ -2551,7 +2927,7 @@ may be null.
 /**Client for Pipedrive endpoints called by the Pipedrive connector
 
 Our own description of the few Pipedrive API v2 endpoints the Pipedrive connector calls:
-persons (list, read, create, update, delete), organizations (list, read), person field
+persons and organizations (list, read, create, update, delete), person field
 definitions, and the OAuth token refresh. It is not Pipedrive's published specification
 and copies nothing from it; it was written from Pipedrive's public developer
 documentation (the API v2 reference and migration guide for persons, organizations and
@@ -2760,6 +3136,23 @@ let response = client.list_organizations()
     pub fn list_organizations(&self) -> builder::ListOrganizations<'_> {
         builder::ListOrganizations::new(self)
     }
+    /**Create an organization
+
+Creates an organization. `name` is required. An unknown field or a value of the
+wrong type is refused with 400.
+
+
+Sends a `POST` request to `/api/v2/organizations`
+
+```ignore
+let response = client.create_organization()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_organization(&self) -> builder::CreateOrganization<'_> {
+        builder::CreateOrganization::new(self)
+    }
     /**Read an organization
 
 Sends a `GET` request to `/api/v2/organizations/{id}`
@@ -2774,6 +3167,44 @@ let response = client.get_organization()
 ```*/
     pub fn get_organization(&self) -> builder::GetOrganization<'_> {
         builder::GetOrganization::new(self)
+    }
+    /**Delete an organization
+
+Deletes the organization; the persons it had are left without one (their `org_id`
+becomes null).
+
+
+Sends a `DELETE` request to `/api/v2/organizations/{id}`
+
+Arguments:
+- `id`: The item's id.
+```ignore
+let response = client.delete_organization()
+    .id(id)
+    .send()
+    .await;
+```*/
+    pub fn delete_organization(&self) -> builder::DeleteOrganization<'_> {
+        builder::DeleteOrganization::new(self)
+    }
+    /**Update an organization
+
+Sets the given fields and leaves the others alone.
+
+Sends a `PATCH` request to `/api/v2/organizations/{id}`
+
+Arguments:
+- `id`: The item's id.
+- `body`
+```ignore
+let response = client.update_organization()
+    .id(id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn update_organization(&self) -> builder::UpdateOrganization<'_> {
+        builder::UpdateOrganization::new(self)
     }
     /**List the person field definitions
 
@@ -3740,6 +4171,126 @@ pub mod builder {
             }
         }
     }
+    /**Builder for [`Client::create_organization`]
+
+[`Client::create_organization`]: super::Client::create_organization*/
+    #[derive(Debug, Clone)]
+    pub struct CreateOrganization<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::OrganizationCreate, String>,
+    }
+    impl<'a> CreateOrganization<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::OrganizationCreate>,
+            <V as std::convert::TryInto<
+                types::OrganizationCreate,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `OrganizationCreate` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::OrganizationCreate,
+            ) -> types::builder::OrganizationCreate,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/api/v2/organizations`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::OrganizationResult>,
+            Error<types::PipedriveError>,
+        > {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::OrganizationCreate::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/api/v2/organizations", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_organization",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
     /**Builder for [`Client::get_organization`]
 
 [`Client::get_organization`]: super::Client::get_organization*/
@@ -3797,6 +4348,255 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "get_organization",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::delete_organization`]
+
+[`Client::delete_organization`]: super::Client::delete_organization*/
+    #[derive(Debug, Clone)]
+    pub struct DeleteOrganization<'a> {
+        client: &'a super::Client,
+        id: Result<i64, String>,
+    }
+    impl<'a> DeleteOrganization<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                id: Err("id was not initialized".to_string()),
+            }
+        }
+        pub fn id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<i64>,
+        {
+            self.id = value
+                .try_into()
+                .map_err(|_| "conversion to `i64` for id failed".to_string());
+            self
+        }
+        ///Sends a `DELETE` request to `/api/v2/organizations/{id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::DeleteResult>, Error<types::PipedriveError>> {
+            let Self { client, id } = self;
+            let id = id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/api/v2/organizations/{}", client.baseurl, encode_path(& id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .delete(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "delete_organization",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                403u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::update_organization`]
+
+[`Client::update_organization`]: super::Client::update_organization*/
+    #[derive(Debug, Clone)]
+    pub struct UpdateOrganization<'a> {
+        client: &'a super::Client,
+        id: Result<i64, String>,
+        body: Result<types::builder::OrganizationUpdate, String>,
+    }
+    impl<'a> UpdateOrganization<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                id: Err("id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<i64>,
+        {
+            self.id = value
+                .try_into()
+                .map_err(|_| "conversion to `i64` for id failed".to_string());
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::OrganizationUpdate>,
+            <V as std::convert::TryInto<
+                types::OrganizationUpdate,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `OrganizationUpdate` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::OrganizationUpdate,
+            ) -> types::builder::OrganizationUpdate,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `PATCH` request to `/api/v2/organizations/{id}`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::OrganizationResult>,
+            Error<types::PipedriveError>,
+        > {
+            let Self { client, id, body } = self;
+            let id = id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::OrganizationUpdate::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/api/v2/organizations/{}", client.baseurl, encode_path(& id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .patch(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "update_organization",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -1,4 +1,5 @@
-//! The HubSpot double: CRM objects (contacts, companies), search, properties, lists and the
+//! The HubSpot double: CRM objects (contacts, companies), search, property definitions (read,
+//! create, update), lists (search, read, create, rename, add and remove members) and the
 //! OAuth refresh endpoint of API version `2026-09`.
 
 use std::cmp::Ordering;
@@ -90,6 +91,14 @@ impl Obj {
             Obj::Companies => "companyinformation",
         }
     }
+
+    /// The `objectTypeId` of lists of this type.
+    fn type_id(self) -> &'static str {
+        match self {
+            Obj::Contacts => "0-1",
+            Obj::Companies => "0-2",
+        }
+    }
 }
 
 struct Token {
@@ -148,6 +157,8 @@ struct Store {
 struct List {
     id: u64,
     name: String,
+    /// The type of the members.
+    obj: Obj,
     created: DateTime<Utc>,
     updated: DateTime<Utc>,
     members: BTreeMap<u64, DateTime<Utc>>,
@@ -868,6 +879,9 @@ impl Inner {
                 "DELETE" => self.archive(st, obj, id, req),
                 _ => method_not_allowed(),
             }),
+            ["crm", "properties", v, o] if *v == HUBSPOT_VERSION && m == "POST" => {
+                obj_of(o).and_then(|obj| self.create_property(st, obj, req))
+            }
             ["crm", "properties", v, o] if *v == HUBSPOT_VERSION && m == "GET" => {
                 obj_of(o).map(|obj| match bool_param(req, "archived") {
                     Ok(archived) => {
@@ -888,6 +902,12 @@ impl Inner {
                     Some(def) => Reply::json(200, def.clone()),
                     None => not_found(),
                 }),
+            ["crm", "properties", v, o, name] if *v == HUBSPOT_VERSION && m == "PATCH" => {
+                obj_of(o).and_then(|obj| self.update_property(st, obj, name, req))
+            }
+            ["crm", "lists", v] if *v == HUBSPOT_VERSION && m == "POST" => {
+                self.create_list(st, req)
+            }
             ["crm", "lists", v, "search"] if *v == HUBSPOT_VERSION && m == "POST" => {
                 Ok(self.list_search(st, req))
             }
@@ -899,6 +919,14 @@ impl Inner {
             ),
             ["crm", "lists", v, id, "memberships"] if *v == HUBSPOT_VERSION && m == "GET" => {
                 Ok(self.memberships(st, id, req))
+            }
+            ["crm", "lists", v, id, "update-list-name"] if *v == HUBSPOT_VERSION && m == "PUT" => {
+                self.rename_list(st, id, req)
+            }
+            ["crm", "lists", v, id, "memberships", change]
+                if *v == HUBSPOT_VERSION && m == "PUT" && matches!(*change, "add" | "remove") =>
+            {
+                self.change_members(st, id, *change == "add", req)
             }
             _ => Ok(not_found()),
         };
@@ -1435,6 +1463,436 @@ impl Inner {
     }
 }
 
+// ---- property definitions and lists: writes ----------------------------------------------
+
+/// The data types a property definition may have.
+const PROPERTY_TYPES: &[&str] = &[
+    "string",
+    "number",
+    "date",
+    "datetime",
+    "enumeration",
+    "bool",
+];
+/// The most record ids one membership change takes.
+const MAX_MEMBERSHIP_IDS: usize = 100_000;
+const ENUM_NEEDS_OPTIONS: &str = "An enumeration property needs at least one option";
+
+/// Lowercase letters, digits and underscores, starting with a letter.
+fn valid_property_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The checked fields of a property definition write (a create has the required ones).
+#[derive(Default)]
+struct PropertyWrite {
+    name: Option<String>,
+    label: Option<String>,
+    kind: Option<String>,
+    field_type: Option<String>,
+    group_name: Option<String>,
+    description: Option<String>,
+    options: Option<Vec<Value>>,
+}
+
+/// Parses and checks the body of a property create (`create`) or update. Unknown fields
+/// are refused, `name` included on an update (it cannot be changed).
+fn parse_property_write(req: &Req, create: bool) -> Result<PropertyWrite, Reply> {
+    let body = parse_json(req)?;
+    let Some(fields) = body.as_object() else {
+        return Err(bad_request(
+            "Invalid input JSON: the body must be an object",
+        ));
+    };
+    let text = |k: &str, v: &Value, blank_ok: bool| -> Result<String, Reply> {
+        match v.as_str() {
+            Some(s) if blank_ok || !s.trim().is_empty() => Ok(s.to_owned()),
+            _ if blank_ok => Err(bad_request(&format!(
+                "Invalid input JSON: {k} must be a string"
+            ))),
+            _ => Err(bad_request(&format!(
+                "Invalid input JSON: {k} must be a non-blank string"
+            ))),
+        }
+    };
+    let mut w = PropertyWrite::default();
+    for (k, v) in fields {
+        match k.as_str() {
+            "name" if create => {
+                let name = text(k, v, false)?;
+                if !valid_property_name(&name) {
+                    return Err(bad_request(&format!(
+                        "Property name {name:?} is not valid: use lowercase letters, digits and \
+                         underscores, starting with a letter"
+                    )));
+                }
+                w.name = Some(name);
+            }
+            "name" => {
+                return Err(bad_request(
+                    "Invalid input JSON: unrecognized field \"name\" (a property's name cannot be changed)",
+                ));
+            }
+            "label" => w.label = Some(text(k, v, false)?),
+            "type" => {
+                let kind = text(k, v, false)?;
+                if !PROPERTY_TYPES.contains(&kind.as_str()) {
+                    return Err(bad_request(&format!(
+                        "{kind:?} is not a valid property type: one of {}",
+                        PROPERTY_TYPES.join(", ")
+                    )));
+                }
+                w.kind = Some(kind);
+            }
+            "fieldType" => w.field_type = Some(text(k, v, false)?),
+            "groupName" => w.group_name = Some(text(k, v, false)?),
+            "description" => w.description = Some(text(k, v, true)?),
+            "options" => w.options = Some(parse_options(v)?),
+            other => {
+                return Err(bad_request(&format!(
+                    "Invalid input JSON: unrecognized field {other:?}"
+                )));
+            }
+        }
+    }
+    if create {
+        let missing: Vec<&str> = [
+            ("name", w.name.is_none()),
+            ("label", w.label.is_none()),
+            ("type", w.kind.is_none()),
+            ("fieldType", w.field_type.is_none()),
+            ("groupName", w.group_name.is_none()),
+        ]
+        .into_iter()
+        .filter(|(_, missing)| *missing)
+        .map(|(name, _)| name)
+        .collect();
+        if !missing.is_empty() {
+            return Err(bad_request(&format!(
+                "Invalid input JSON: required fields are not set: [{}]",
+                missing.join(", ")
+            )));
+        }
+    }
+    Ok(w)
+}
+
+/// The `options` of a property definition write, completed (`displayOrder` defaults to the
+/// position, `hidden` to false).
+fn parse_options(v: &Value) -> Result<Vec<Value>, Reply> {
+    let bad = |m: String| bad_request(&format!("Invalid input JSON: options: {m}"));
+    let Some(items) = v.as_array() else {
+        return Err(bad("must be an array".to_owned()));
+    };
+    let mut out = Vec::new();
+    let mut values = HashSet::new();
+    for (i, o) in items.iter().enumerate() {
+        let Some(o) = o.as_object() else {
+            return Err(bad("each option must be an object".to_owned()));
+        };
+        if let Some(k) = o
+            .keys()
+            .find(|k| !matches!(k.as_str(), "label" | "value" | "displayOrder" | "hidden"))
+        {
+            return Err(bad(format!("unrecognized field {k:?}")));
+        }
+        let (Some(label), Some(value)) = (
+            o.get("label").and_then(Value::as_str),
+            o.get("value").and_then(Value::as_str),
+        ) else {
+            return Err(bad(
+                "each option needs a label and a value (strings)".to_owned()
+            ));
+        };
+        if !values.insert(value) {
+            return Err(bad(format!("the value {value:?} is given twice")));
+        }
+        let display_order = match o.get("displayOrder") {
+            None | Some(Value::Null) => i as i64,
+            Some(d) => d
+                .as_i64()
+                .filter(|d| i32::try_from(*d).is_ok())
+                .ok_or_else(|| bad("displayOrder must be an integer".to_owned()))?,
+        };
+        let hidden = match o.get("hidden") {
+            None | Some(Value::Null) => false,
+            Some(h) => h
+                .as_bool()
+                .ok_or_else(|| bad("hidden must be a boolean".to_owned()))?,
+        };
+        out.push(json!({
+            "label": label, "value": value, "displayOrder": display_order, "hidden": hidden,
+        }));
+    }
+    Ok(out)
+}
+
+/// Why `name` cannot name a list (blank, or another list's name), if it cannot.
+fn list_name_error(st: &State, name: &str, renamed: Option<u64>) -> Option<Reply> {
+    if name.trim().is_empty() {
+        return Some(bad_request("A list name must not be blank"));
+    }
+    if st
+        .lists
+        .values()
+        .any(|l| Some(l.id) != renamed && l.name == name)
+    {
+        let message = format!("A list named {name} already exists");
+        let mut body = error_body("VALIDATION_ERROR", &message);
+        body["errors"] = json!([{"message": message, "code": "DUPLICATE_LIST_NAME"}]);
+        return Some(Reply::json(400, body));
+    }
+    None
+}
+
+impl Inner {
+    fn create_property(&self, st: &mut State, obj: Obj, req: &Req) -> Result<Reply, Reply> {
+        let w = parse_property_write(req, true)?;
+        let kind = w.kind.unwrap_or_default();
+        let options = w.options.unwrap_or_default();
+        if kind == "enumeration" && options.is_empty() {
+            return Err(bad_request(ENUM_NEEDS_OPTIONS));
+        }
+        let name = w.name.unwrap_or_default();
+        // Archived definitions keep their names.
+        if st
+            .store(obj)
+            .props
+            .iter()
+            .any(|p| p["name"] == name.as_str())
+        {
+            return Err(error(409, "CONFLICT", "Property already exists"));
+        }
+        let t = fmt_ms(st.write_time());
+        let def = json!({
+            "name": name,
+            "label": w.label,
+            "type": kind,
+            "fieldType": w.field_type,
+            "description": w.description.unwrap_or_default(),
+            "groupName": w.group_name,
+            "options": options,
+            "hubspotDefined": false,
+            "hidden": false,
+            "createdAt": t,
+            "updatedAt": t,
+            "archived": false,
+        });
+        st.store_mut(obj).props.push(def.clone());
+        Ok(Reply::json(201, def))
+    }
+
+    fn update_property(
+        &self,
+        st: &mut State,
+        obj: Obj,
+        name: &str,
+        req: &Req,
+    ) -> Result<Reply, Reply> {
+        let Some(i) = st
+            .store(obj)
+            .props
+            .iter()
+            .position(|p| p["name"] == name && p["archived"] != true)
+        else {
+            return Err(not_found());
+        };
+        let w = parse_property_write(req, false)?;
+        let current = &st.store(obj).props[i];
+        if current["hubspotDefined"] == true {
+            return Err(bad_request("HubSpot-defined properties cannot be changed"));
+        }
+        let kind = w
+            .kind
+            .as_deref()
+            .or_else(|| current["type"].as_str())
+            .unwrap_or_default();
+        let no_options = match &w.options {
+            Some(o) => o.is_empty(),
+            None => current["options"].as_array().is_none_or(Vec::is_empty),
+        };
+        if kind == "enumeration" && no_options {
+            return Err(bad_request(ENUM_NEEDS_OPTIONS));
+        }
+        let t = fmt_ms(st.write_time());
+        let def = &mut st.store_mut(obj).props[i];
+        let fields = [
+            ("label", w.label),
+            ("type", w.kind),
+            ("fieldType", w.field_type),
+            ("groupName", w.group_name),
+            ("description", w.description),
+        ];
+        for (key, value) in fields {
+            if let Some(value) = value {
+                def[key] = Value::String(value);
+            }
+        }
+        if let Some(options) = w.options {
+            def["options"] = Value::Array(options);
+        }
+        def["updatedAt"] = Value::String(t);
+        Ok(Reply::json(200, def.clone()))
+    }
+
+    fn create_list(&self, st: &mut State, req: &Req) -> Result<Reply, Reply> {
+        let body = parse_json(req)?;
+        let Some(fields) = body.as_object() else {
+            return Err(bad_request(
+                "Invalid input JSON: the body must be an object",
+            ));
+        };
+        let required = |k: &str| {
+            fields.get(k).and_then(Value::as_str).ok_or_else(|| {
+                bad_request(&format!("Invalid input JSON: {k} is required (a string)"))
+            })
+        };
+        let name = required("name")?;
+        let obj = match required("objectTypeId")? {
+            "0-1" => Obj::Contacts,
+            "0-2" => Obj::Companies,
+            other => {
+                return Err(bad_request(&format!(
+                    "objectTypeId {other:?} is not supported: 0-1 (contacts) or 0-2 (companies)"
+                )));
+            }
+        };
+        match required("processingType")? {
+            "MANUAL" => {}
+            kind @ ("DYNAMIC" | "SNAPSHOT") => {
+                return Err(bad_request(&format!(
+                    "A {kind} list needs a filterBranch to define its members"
+                )));
+            }
+            other => {
+                return Err(bad_request(&format!(
+                    "processingType {other:?} is not one of MANUAL, DYNAMIC, SNAPSHOT"
+                )));
+            }
+        }
+        if let Some(refusal) = list_name_error(st, name, None) {
+            return Err(refusal);
+        }
+        let t = st.write_time();
+        st.next_list_id += 1;
+        let id = st.next_list_id;
+        let list = List {
+            id,
+            name: name.to_owned(),
+            obj,
+            created: t,
+            updated: t,
+            members: BTreeMap::new(),
+        };
+        let answer = json!({"list": render_list(&list)});
+        st.lists.insert(id, list);
+        Ok(Reply::json(200, answer))
+    }
+
+    fn rename_list(&self, st: &mut State, id: &str, req: &Req) -> Result<Reply, Reply> {
+        let Some(id) = id
+            .parse::<u64>()
+            .ok()
+            .filter(|id| st.lists.contains_key(id))
+        else {
+            return Err(not_found());
+        };
+        let name = req
+            .query_param("listName")
+            .ok_or_else(|| bad_request("listName is required"))?;
+        if let Some(refusal) = list_name_error(st, &name, Some(id)) {
+            return Err(refusal);
+        }
+        let t = st.write_time();
+        let list = st.lists.get_mut(&id).expect("checked above");
+        list.name = name;
+        list.updated = t;
+        Ok(Reply::json(200, json!({"updatedList": render_list(list)})))
+    }
+
+    /// Adds (`add`) or removes the records of a JSON array of ids.
+    fn change_members(
+        &self,
+        st: &mut State,
+        id: &str,
+        add: bool,
+        req: &Req,
+    ) -> Result<Reply, Reply> {
+        let Some(list) = id.parse::<u64>().ok().and_then(|id| st.lists.get(&id)) else {
+            return Err(not_found());
+        };
+        let body = parse_json(req)?;
+        let Some(items) = body.as_array() else {
+            return Err(bad_request(
+                "Invalid input JSON: the body must be an array of record ids",
+            ));
+        };
+        if items.len() > MAX_MEMBERSHIP_IDS {
+            return Err(bad_request(&format!(
+                "At most {MAX_MEMBERSHIP_IDS} record ids may be given at once; got {}",
+                items.len()
+            )));
+        }
+        let records = &st.store(list.obj).records;
+        let mut changed: Vec<u64> = Vec::new();
+        let mut missing: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for item in items {
+            let Some(raw) = item.as_str() else {
+                return Err(bad_request(&format!(
+                    "Invalid input JSON: record ids must be strings; got {item}"
+                )));
+            };
+            let record = raw.trim().parse::<u64>().ok();
+            if !seen.insert(record.map_or_else(|| raw.to_owned(), |r| r.to_string())) {
+                continue;
+            }
+            let member = record.is_some_and(|r| list.members.contains_key(&r));
+            let exists = record
+                .and_then(|r| records.get(&r))
+                .is_some_and(|r| r.archived_at.is_none());
+            // Added: an unarchived record of the list's type that is not a member yet;
+            // removed: a member, whatever became of its record. A member given to add, or
+            // a record outside the list given to remove, is in neither answer.
+            let (changes, is_missing) = if add {
+                (exists && !member, !exists)
+            } else {
+                (member, !member && !exists)
+            };
+            if changes {
+                changed.extend(record);
+            } else if is_missing {
+                missing.push(raw.to_owned());
+            }
+        }
+        let list_id = list.id;
+        if !changed.is_empty() {
+            let t = st.write_time();
+            let list = st.lists.get_mut(&list_id).expect("found above");
+            for r in &changed {
+                if add {
+                    list.members.insert(*r, t);
+                } else {
+                    list.members.remove(r);
+                }
+            }
+            list.updated = t;
+        }
+        let changed: Vec<String> = changed.iter().map(u64::to_string).collect();
+        let key = if add {
+            "recordIdsAdded"
+        } else {
+            "recordIdsRemoved"
+        };
+        Ok(Reply::json(
+            200,
+            json!({key: changed, "recordIdsMissing": missing}),
+        ))
+    }
+}
+
 fn method_not_allowed() -> Reply {
     error(405, "METHOD_NOT_ALLOWED", "method not allowed on this path")
 }
@@ -1476,7 +1934,7 @@ fn render_list(l: &List) -> Value {
     json!({
         "listId": l.id.to_string(),
         "name": l.name,
-        "objectTypeId": "0-1",
+        "objectTypeId": l.obj.type_id(),
         "processingType": "MANUAL",
         "createdAt": fmt_ms(l.created),
         "updatedAt": fmt_ms(l.updated),
@@ -1858,6 +2316,24 @@ impl HubSpotDouble {
         props.push(def);
     }
 
+    /// The property definition as `GET /crm/properties/2026-09/{object}/{name}` shows it
+    /// (`object` is `contacts` or `companies`); `None` when there is none (or it is archived).
+    pub fn property(&self, object: &str, name: &str) -> Option<Value> {
+        self.state().def(Obj::must(object), name).cloned()
+    }
+
+    /// The list as `GET /crm/lists/2026-09/{listId}` shows it under `list` (`listId`,
+    /// `name`, `objectTypeId`, `processingType`, `createdAt`, `updatedAt`, `size`), plus
+    /// `members`: the ids of its member records (strings), in the order the memberships
+    /// endpoint pages them (ascending). `None` when there is no such list.
+    pub fn list(&self, list_id: &str) -> Option<Value> {
+        let st = self.state();
+        let list = st.lists.get(&list_id.parse::<u64>().ok()?)?;
+        let mut shown = render_list(list);
+        shown["members"] = list.members.keys().map(u64::to_string).collect();
+        Some(shown)
+    }
+
     /// A manual contact list with these members; its `listId`.
     pub fn insert_list(&self, name: &str, member_ids: &[String]) -> String {
         let mut st = self.state();
@@ -1879,6 +2355,7 @@ impl HubSpotDouble {
             List {
                 id,
                 name: name.to_owned(),
+                obj: Obj::Contacts,
                 created: t,
                 updated: t,
                 members,

@@ -1,5 +1,5 @@
-//! The Pipedrive double: API v2 persons, organizations and person fields, and the OAuth
-//! refresh endpoint.
+//! The Pipedrive double: API v2 persons and organizations (list, read, create, update,
+//! delete), person fields, and the OAuth refresh endpoint.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -798,13 +798,20 @@ impl Inner {
                 }),
                 _ => Ok(error(405, "Method not allowed")),
             }),
-            ["api", "v2", "organizations"] if m == "GET" => self.list_orgs(st, req),
-            ["api", "v2", "organizations", id] if m == "GET" => {
-                id_of(id).map(|id| match st.orgs.get(&id) {
+            ["api", "v2", "organizations"] => match m {
+                "GET" => self.list_orgs(st, req),
+                "POST" => self.create_org(st, req),
+                _ => Ok(error(405, "Method not allowed")),
+            },
+            ["api", "v2", "organizations", id] => id_of(id).and_then(|id| match m {
+                "GET" => Ok(match st.orgs.get(&id) {
                     Some(o) => ok(Self::render_org(o)),
                     None => error(404, "Organization not found"),
-                })
-            }
+                }),
+                "PATCH" => self.update_org(st, id, req),
+                "DELETE" => Ok(delete_org(st, id)),
+                _ => Ok(error(405, "Method not allowed")),
+            }),
             ["api", "v2", "personFields"] if m == "GET" => self.person_fields(st, req),
             _ => Ok(error(404, "Not found")),
         };
@@ -894,6 +901,42 @@ impl Inner {
         Ok(ok(self.render_person(st, &st.persons[&id])))
     }
 
+    fn create_org(&self, st: &mut State, req: &Req) -> Result<Reply, Reply> {
+        let body = Self::body(req)?;
+        let w = parse_org(&body, true).map_err(|e| bad_request(&e))?;
+        let now = st.clock();
+        st.next_org += 1;
+        let id = st.next_org;
+        let mut o = Org {
+            id,
+            name: String::new(),
+            owner_id: USER_ID,
+            add_time: now,
+            update_time: now,
+            visible_to: 3,
+            label_ids: Vec::new(),
+            address: None,
+            custom: Map::new(),
+        };
+        apply_org(&mut o, w);
+        let shown = Self::render_org(&o);
+        st.orgs.insert(id, o);
+        Ok(ok(shown))
+    }
+
+    fn update_org(&self, st: &mut State, id: i64, req: &Req) -> Result<Reply, Reply> {
+        if !st.orgs.contains_key(&id) {
+            return Ok(error(404, "Organization not found"));
+        }
+        let body = Self::body(req)?;
+        let w = parse_org(&body, false).map_err(|e| bad_request(&e))?;
+        let now = st.clock();
+        let o = st.orgs.get_mut(&id).expect("checked above");
+        apply_org(o, w);
+        o.update_time = now;
+        Ok(ok(Self::render_org(o)))
+    }
+
     fn update_person(&self, st: &mut State, id: i64, req: &Req) -> Result<Reply, Reply> {
         if !st.persons.contains_key(&id) {
             return Ok(error(404, "Person not found"));
@@ -937,6 +980,129 @@ fn apply(p: &mut Person, w: PersonWrite) {
             p.custom.insert(code, value);
         }
     }
+}
+
+/// A create or update of an organization, checked.
+#[derive(Default)]
+struct OrgWrite {
+    name: Option<String>,
+    owner_id: Option<i64>,
+    address: Option<String>,
+    visible_to: Option<i64>,
+    label_ids: Option<Vec<i64>>,
+    custom: Vec<(String, Value)>,
+}
+
+fn is_field_code(code: &str) -> bool {
+    code.len() == 40 && code.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Checks an organization create (`create`) or update body. The double keeps no
+/// organization field definitions, so a custom field code is checked for its form only (40
+/// hex characters) and any value is kept.
+fn parse_org(body: &Value, create: bool) -> Result<OrgWrite, String> {
+    let Some(obj) = body.as_object() else {
+        return Err("Validation failed: the body must be a JSON object".to_owned());
+    };
+    let mut w = OrgWrite::default();
+    for (k, v) in obj {
+        match k.as_str() {
+            "name" => match v.as_str().map(str::trim) {
+                Some(n) if !n.is_empty() => w.name = Some(n.to_owned()),
+                _ => return Err("Validation failed: name: must be a non-empty string".to_owned()),
+            },
+            "owner_id" => w.owner_id = Some(int_of(v, k)?),
+            "address" => {
+                let Some(address) = v.as_object() else {
+                    return Err("Validation failed: address: must be an object".to_owned());
+                };
+                if let Some(other) = address.keys().find(|k| *k != "value") {
+                    return Err(format!("Validation failed: address: unknown field {other}"));
+                }
+                let Some(value) = address.get("value").and_then(Value::as_str) else {
+                    return Err(
+                        "Validation failed: address: value is required and must be a string"
+                            .to_owned(),
+                    );
+                };
+                w.address = Some(value.to_owned());
+            }
+            "visible_to" => {
+                let n = int_of(v, k)?;
+                if ![1, 3, 5, 7].contains(&n) {
+                    return Err(
+                        "Validation failed: visible_to: must be one of 1, 3, 5, 7".to_owned()
+                    );
+                }
+                w.visible_to = Some(n);
+            }
+            "label_ids" => {
+                let ids = v
+                    .as_array()
+                    .ok_or("Validation failed: label_ids: must be an array of integers")?;
+                w.label_ids = Some(ids.iter().map(|x| int_of(x, k)).collect::<Result<_, _>>()?);
+            }
+            "custom_fields" => {
+                let Some(map) = v.as_object() else {
+                    return Err("Validation failed: custom_fields: must be an object".to_owned());
+                };
+                for (code, value) in map {
+                    if !is_field_code(code) {
+                        return Err(format!(
+                            "Validation failed: custom_fields: unknown field code {code}"
+                        ));
+                    }
+                    w.custom.push((code.clone(), value.clone()));
+                }
+            }
+            "id" | "add_time" | "update_time" => {
+                return Err(format!("Validation failed: {k}: is read-only"));
+            }
+            other => return Err(format!("Validation failed: unknown field {other}")),
+        }
+    }
+    if create && w.name.is_none() {
+        return Err("Validation failed: name: is required".to_owned());
+    }
+    Ok(w)
+}
+
+fn apply_org(o: &mut Org, w: OrgWrite) {
+    if let Some(n) = w.name {
+        o.name = n;
+    }
+    if let Some(owner) = w.owner_id {
+        o.owner_id = owner;
+    }
+    if let Some(a) = w.address {
+        o.address = Some(a);
+    }
+    if let Some(v) = w.visible_to {
+        o.visible_to = v;
+    }
+    if let Some(l) = w.label_ids {
+        o.label_ids = l;
+    }
+    for (code, value) in w.custom {
+        if value.is_null() {
+            o.custom.remove(&code);
+        } else {
+            o.custom.insert(code, value);
+        }
+    }
+}
+
+/// Deletes an organization; its persons are left without one (their `update_time` stays).
+fn delete_org(st: &mut State, id: i64) -> Reply {
+    if st.orgs.remove(&id).is_none() {
+        return error(404, "Organization not found");
+    }
+    for p in st.persons.values_mut() {
+        if p.org_id == Some(id) {
+            p.org_id = None;
+        }
+    }
+    ok(json!({"id": id}))
 }
 
 fn insert_person(st: &mut State, mut w: PersonWrite) -> i64 {
@@ -1294,6 +1460,8 @@ impl PipedriveDouble {
             .map(|p| self.inner.render_person(&st, p))
     }
 
+    /// The organization as `GET /api/v2/organizations/{id}` shows it; `None` when there is
+    /// none (or it was deleted).
     pub fn organization(&self, id: i64) -> Option<Value> {
         self.state().orgs.get(&id).map(Inner::render_org)
     }

@@ -985,3 +985,554 @@ async fn shutdown_stops_serving() {
     let fresh = Client::new();
     assert!(fresh.get(&u).bearer_auth(TOKEN).send().await.is_err());
 }
+
+fn millis(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("{v} is no time")))
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn properties_url(hs: &HubSpotDouble, rest: &str) -> String {
+    url(hs, &format!("/crm/properties/2026-09/{rest}"))
+}
+
+#[tokio::test]
+async fn custom_properties_are_created_and_updated() {
+    let (hs, c) = double().await;
+    let tier = json!({"name": "tier", "label": "Tier", "type": "enumeration",
+        "fieldType": "select", "groupName": "contactinformation",
+        "options": [{"label": "Gold", "value": "gold"},
+                    {"label": "Silver", "value": "silver", "displayOrder": 5, "hidden": true}]});
+    let (status, headers, created) = call(
+        &c,
+        Method::POST,
+        &properties_url(&hs, "contacts"),
+        Some(tier.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_rate_headers(&headers);
+    assert_eq!(created["name"], "tier");
+    assert_eq!(created["label"], "Tier");
+    assert_eq!(created["type"], "enumeration");
+    assert_eq!(created["fieldType"], "select");
+    assert_eq!(created["groupName"], "contactinformation");
+    assert_eq!(created["description"], "");
+    assert_eq!(created["hubspotDefined"], false);
+    assert_eq!(created["archived"], false);
+    assert_eq!(created["createdAt"], created["updatedAt"]);
+    assert_eq!(
+        created["options"],
+        json!([{"label": "Gold", "value": "gold", "displayOrder": 0, "hidden": false},
+               {"label": "Silver", "value": "silver", "displayOrder": 5, "hidden": true}])
+    );
+    assert_eq!(hs.property("contacts", "tier"), Some(created.clone()));
+    let (status, _, read) =
+        call(&c, Method::GET, &properties_url(&hs, "contacts/tier"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(read, created);
+    assert_eq!(
+        hs.property("companies", "tier"),
+        None,
+        "one object type only"
+    );
+
+    // The new property can be written, with its options checked.
+    let (status, _, body) = call(
+        &c,
+        Method::POST,
+        &objects(&hs, "contacts"),
+        Some(json!({"properties": {"tier": "gold"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["properties"]["tier"], "gold");
+    let (status, _, body) = call(
+        &c,
+        Method::POST,
+        &objects(&hs, "contacts"),
+        Some(json!({"properties": {"tier": "platinum"}})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errors"][0]["code"], "INVALID_OPTION");
+
+    // An existing name, custom or HubSpot's own, is a conflict.
+    for name in ["tier", "email"] {
+        let mut again = tier.clone();
+        again["name"] = json!(name);
+        let (status, headers, body) = call(
+            &c,
+            Method::POST,
+            &properties_url(&hs, "contacts"),
+            Some(again),
+        )
+        .await;
+        assert_eq!(status, 409, "{name}: {body}");
+        assert_error_shape(&body, "CONFLICT");
+        assert_eq!(body["message"], "Property already exists");
+        assert_rate_headers(&headers);
+    }
+
+    // Invalid definitions.
+    let score = json!({"name": "score", "label": "Score", "type": "number",
+        "fieldType": "number", "groupName": "contactinformation"});
+    let with = |key: &str, value: Value| {
+        let mut v = score.clone();
+        v[key] = value;
+        v
+    };
+    let without = |key: &str| {
+        let mut v = score.clone();
+        v.as_object_mut().unwrap().remove(key);
+        v
+    };
+    let refused = [
+        with("name", json!("Score")),
+        with("name", json!("1score")),
+        with("name", json!("score-2")),
+        with("name", json!("")),
+        with("type", json!("text")),
+        with("type", json!("enumeration")),
+        json!({"name": "score", "label": "Score", "type": "enumeration",
+            "fieldType": "select", "groupName": "contactinformation", "options": []}),
+        with("options", json!([{"label": "A"}])),
+        with(
+            "options",
+            json!([{"label": "A", "value": "a"}, {"label": "B", "value": "a"}]),
+        ),
+        with("label", json!(" ")),
+        with("hidden", json!(true)),
+        without("name"),
+        without("label"),
+        without("type"),
+        without("fieldType"),
+        without("groupName"),
+        json!(["score"]),
+    ];
+    for body in refused {
+        let (status, headers, answer) = call(
+            &c,
+            Method::POST,
+            &properties_url(&hs, "contacts"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert_error_shape(&answer, "VALIDATION_ERROR");
+        assert_rate_headers(&headers);
+    }
+    assert_eq!(hs.property("contacts", "score"), None);
+    let (status, _, _) = call(
+        &c,
+        Method::POST,
+        &properties_url(&hs, "deals"),
+        Some(score.clone()),
+    )
+    .await;
+    assert_eq!(status, 400, "an unknown object type");
+    let (status, _, body) = call(
+        &c,
+        Method::POST,
+        &properties_url(&hs, "companies"),
+        Some(with("groupName", json!("companyinformation"))),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["options"], json!([]));
+    assert!(hs.property("companies", "score").is_some());
+    let resp = c
+        .post(properties_url(&hs, "contacts"))
+        .json(&score)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Updates change the given parts and move updatedAt; options are replaced whole.
+    let (status, headers, updated) = call(
+        &c,
+        Method::PATCH,
+        &properties_url(&hs, "contacts/tier"),
+        Some(
+            json!({"label": "Customer tier", "description": "How much they buy",
+            "options": [{"label": "Bronze", "value": "bronze"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_rate_headers(&headers);
+    assert_eq!(updated["name"], "tier");
+    assert_eq!(updated["label"], "Customer tier");
+    assert_eq!(updated["description"], "How much they buy");
+    assert_eq!(updated["type"], "enumeration");
+    assert_eq!(updated["groupName"], "contactinformation");
+    assert_eq!(
+        updated["options"],
+        json!([{"label": "Bronze", "value": "bronze", "displayOrder": 0, "hidden": false}])
+    );
+    assert_eq!(updated["createdAt"], created["createdAt"]);
+    assert!(millis(&updated["updatedAt"]) > millis(&created["updatedAt"]));
+    assert_eq!(hs.property("contacts", "tier"), Some(updated.clone()));
+    let (status, _, body) = call(
+        &c,
+        Method::POST,
+        &objects(&hs, "contacts"),
+        Some(json!({"properties": {"tier": "gold"}})),
+    )
+    .await;
+    assert_eq!(status, 400, "gold is no longer an option: {body}");
+
+    let (status, _, body) = call(
+        &c,
+        Method::PATCH,
+        &properties_url(&hs, "contacts/tier"),
+        Some(json!({"name": "level"})),
+    )
+    .await;
+    assert_eq!(status, 400, "the name cannot change: {body}");
+    assert_error_shape(&body, "VALIDATION_ERROR");
+    let (status, _, body) = call(
+        &c,
+        Method::PATCH,
+        &properties_url(&hs, "contacts/email"),
+        Some(json!({"label": "E-mail"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_error_shape(&body, "VALIDATION_ERROR");
+    assert_eq!(
+        body["message"],
+        "HubSpot-defined properties cannot be changed"
+    );
+    assert_eq!(hs.property("contacts", "email").unwrap()["label"], "Email");
+    let (status, _, body) = call(
+        &c,
+        Method::PATCH,
+        &properties_url(&hs, "contacts/nosuch"),
+        Some(json!({"label": "X"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_error_shape(&body, "OBJECT_NOT_FOUND");
+    for body in [
+        json!({"type": "enumeration"}),
+        json!({"options": []}),
+        json!({"type": "colour"}),
+        json!({"groupName": ""}),
+        json!({"hubspotDefined": true}),
+    ] {
+        let target = if body.get("type") == Some(&json!("enumeration")) {
+            "companies/score"
+        } else {
+            "contacts/tier"
+        };
+        let (status, _, answer) = call(
+            &c,
+            Method::PATCH,
+            &properties_url(&hs, target),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{target} {body} -> {answer}");
+        assert_error_shape(&answer, "VALIDATION_ERROR");
+    }
+    assert_eq!(
+        hs.property("contacts", "tier"),
+        Some(updated),
+        "refused updates change nothing"
+    );
+}
+
+fn lists_url(hs: &HubSpotDouble, rest: &str) -> String {
+    if rest.is_empty() {
+        url(hs, "/crm/lists/2026-09")
+    } else {
+        url(hs, &format!("/crm/lists/2026-09/{rest}"))
+    }
+}
+
+#[tokio::test]
+async fn lists_are_created_renamed_and_filled() {
+    let (hs, c) = double().await;
+    let contacts: Vec<String> = (0..4)
+        .map(|i| hs.insert_contact(props(&[("email", &format!("m{i}@example.com"))])))
+        .collect();
+    let company = hs.insert_company(props(&[("name", "Acme")]));
+    let existing = hs.insert_list("Existing", &[]);
+
+    let (status, headers, body) = call(
+        &c,
+        Method::POST,
+        &lists_url(&hs, ""),
+        Some(json!({"name": "Newsletter", "objectTypeId": "0-1", "processingType": "MANUAL"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_rate_headers(&headers);
+    let list = body["list"].clone();
+    let id = list["listId"].as_str().unwrap().to_owned();
+    assert_ne!(id, existing);
+    assert_eq!(list["name"], "Newsletter");
+    assert_eq!(list["objectTypeId"], "0-1");
+    assert_eq!(list["processingType"], "MANUAL");
+    assert_eq!(list["size"], 0);
+    assert_eq!(list["createdAt"], list["updatedAt"]);
+    let mut expected = list.clone();
+    expected["members"] = json!([]);
+    assert_eq!(hs.list(&id), Some(expected));
+    let (_, _, read) = call(&c, Method::GET, &lists_url(&hs, &id), None).await;
+    assert_eq!(read["list"], list);
+
+    // Refused creations.
+    let (status, _, body) = call(
+        &c,
+        Method::POST,
+        &lists_url(&hs, ""),
+        Some(json!({"name": "Existing", "objectTypeId": "0-1", "processingType": "MANUAL"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_error_shape(&body, "VALIDATION_ERROR");
+    assert_eq!(body["message"], "A list named Existing already exists");
+    assert_eq!(body["errors"][0]["code"], "DUPLICATE_LIST_NAME");
+    for bad in [
+        json!({"name": " ", "objectTypeId": "0-1", "processingType": "MANUAL"}),
+        json!({"objectTypeId": "0-1", "processingType": "MANUAL"}),
+        json!({"name": "D", "objectTypeId": "0-1", "processingType": "DYNAMIC"}),
+        json!({"name": "S", "objectTypeId": "0-1", "processingType": "SNAPSHOT"}),
+        json!({"name": "X", "objectTypeId": "0-1", "processingType": "OTHER"}),
+        json!({"name": "X", "objectTypeId": "0-1"}),
+        json!({"name": "X", "objectTypeId": "0-3", "processingType": "MANUAL"}),
+        json!({"name": "X", "processingType": "MANUAL"}),
+        json!({"name": 5, "objectTypeId": "0-1", "processingType": "MANUAL"}),
+        json!([]),
+    ] {
+        let (status, headers, body) =
+            call(&c, Method::POST, &lists_url(&hs, ""), Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+        assert_error_shape(&body, "VALIDATION_ERROR");
+        assert_rate_headers(&headers);
+    }
+    let (_, _, body) = call(&c, Method::POST, &lists_url(&hs, "search"), Some(json!({}))).await;
+    assert_eq!(body["total"], 2, "refused lists are not kept: {body}");
+
+    // Adding: new members join, unknown and archived records are missing, members already
+    // in the list are in neither answer.
+    let (status, _, archived) = call(
+        &c,
+        Method::DELETE,
+        &objects(&hs, &format!("contacts/{}", contacts[3])),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{archived}");
+    let add = lists_url(&hs, &format!("{id}/memberships/add"));
+    let (status, headers, body) = call(
+        &c,
+        Method::PUT,
+        &add,
+        Some(json!([
+            contacts[1],
+            contacts[0],
+            "999999",
+            contacts[3],
+            "x",
+            contacts[0]
+        ])),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_rate_headers(&headers);
+    assert_eq!(
+        body,
+        json!({"recordIdsAdded": [contacts[1], contacts[0]],
+               "recordIdsMissing": ["999999", contacts[3], "x"]})
+    );
+    let after_add = hs.list(&id).unwrap();
+    assert_eq!(after_add["size"], 2);
+    assert_eq!(after_add["members"], json!([contacts[0], contacts[1]]));
+    assert!(millis(&after_add["updatedAt"]) > millis(&list["updatedAt"]));
+    let (_, _, body) = call(
+        &c,
+        Method::PUT,
+        &add,
+        Some(json!([contacts[0], contacts[2]])),
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"recordIdsAdded": [contacts[2]], "recordIdsMissing": []})
+    );
+    let (_, _, body) = call(&c, Method::PUT, &add, Some(json!([contacts[0]]))).await;
+    assert_eq!(body, json!({"recordIdsAdded": [], "recordIdsMissing": []}));
+    let unchanged = hs.list(&id).unwrap();
+    let (_, _, page) = call(
+        &c,
+        Method::GET,
+        &lists_url(&hs, &format!("{id}/memberships")),
+        None,
+    )
+    .await;
+    let ids: Vec<&str> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["recordId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            contacts[0].as_str(),
+            contacts[1].as_str(),
+            contacts[2].as_str()
+        ]
+    );
+    assert_eq!(unchanged["members"], json!(ids));
+    assert_eq!(unchanged["size"], 3);
+
+    // Removing: members leave, unknown records are missing, other records are in neither.
+    let remove = lists_url(&hs, &format!("{id}/memberships/remove"));
+    let (status, headers, body) = call(
+        &c,
+        Method::PUT,
+        &remove,
+        Some(json!([contacts[1], "424242", contacts[3], contacts[1]])),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_rate_headers(&headers);
+    assert_eq!(
+        body,
+        json!({"recordIdsRemoved": [contacts[1]], "recordIdsMissing": ["424242", contacts[3]]})
+    );
+    let after_remove = hs.list(&id).unwrap();
+    assert_eq!(after_remove["size"], 2);
+    assert_eq!(after_remove["members"], json!([contacts[0], contacts[2]]));
+    assert!(millis(&after_remove["updatedAt"]) > millis(&unchanged["updatedAt"]));
+    let other = hs.insert_contact(props(&[("email", "other@example.com")]));
+    let (_, _, body) = call(&c, Method::PUT, &remove, Some(json!([other]))).await;
+    assert_eq!(
+        body,
+        json!({"recordIdsRemoved": [], "recordIdsMissing": []})
+    );
+    assert_eq!(
+        hs.list(&id).unwrap()["updatedAt"],
+        after_remove["updatedAt"]
+    );
+
+    // A company list takes companies only.
+    let (_, _, body) = call(
+        &c,
+        Method::POST,
+        &lists_url(&hs, ""),
+        Some(json!({"name": "Accounts", "objectTypeId": "0-2", "processingType": "MANUAL"})),
+    )
+    .await;
+    assert_eq!(body["list"]["objectTypeId"], "0-2");
+    let accounts = body["list"]["listId"].as_str().unwrap().to_owned();
+    let (_, _, body) = call(
+        &c,
+        Method::PUT,
+        &lists_url(&hs, &format!("{accounts}/memberships/add")),
+        Some(json!([company, contacts[2]])),
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"recordIdsAdded": [company], "recordIdsMissing": [contacts[2]]}),
+        "contact {} is no company",
+        contacts[2]
+    );
+
+    // Refused membership changes.
+    for path in [add.clone(), remove.clone()] {
+        for bad in [
+            json!({"recordIds": [contacts[0]]}),
+            json!([1, 2]),
+            Value::Array(vec![json!("1"); 100_001]),
+        ] {
+            let (status, headers, body) = call(&c, Method::PUT, &path, Some(bad)).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert_error_shape(&body, "VALIDATION_ERROR");
+            assert_rate_headers(&headers);
+        }
+    }
+    for change in ["add", "remove"] {
+        let (status, headers, body) = call(
+            &c,
+            Method::PUT,
+            &lists_url(&hs, &format!("999/memberships/{change}")),
+            Some(json!([contacts[0]])),
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert_error_shape(&body, "OBJECT_NOT_FOUND");
+        assert_rate_headers(&headers);
+    }
+    assert_eq!(hs.list(&id).unwrap()["size"], 2, "refusals change nothing");
+
+    // Renaming.
+    let rename = |list: &str, name: Option<&str>| {
+        let q = name.map(|n| query_pair("listName", n)).unwrap_or_default();
+        lists_url(&hs, &format!("{list}/update-list-name{q}"))
+    };
+    let before = hs.list(&id).unwrap();
+    let (status, headers, body) =
+        call(&c, Method::PUT, &rename(&id, Some("News & offers")), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_rate_headers(&headers);
+    let renamed = &body["updatedList"];
+    assert_eq!(renamed["name"], "News & offers");
+    assert_eq!(renamed["listId"], id.as_str());
+    assert_eq!(renamed["size"], 2);
+    assert_eq!(renamed["createdAt"], before["createdAt"]);
+    assert!(millis(&renamed["updatedAt"]) > millis(&before["updatedAt"]));
+    assert_eq!(hs.list(&id).unwrap()["name"], "News & offers");
+    let (_, _, body) = call(
+        &c,
+        Method::POST,
+        &lists_url(&hs, "search"),
+        Some(json!({"query": "offers"})),
+    )
+    .await;
+    assert_eq!(body["lists"][0]["listId"], id.as_str());
+    let (status, _, _) = call(&c, Method::PUT, &rename(&id, Some("News & offers")), None).await;
+    assert_eq!(status, 200, "a list may keep its own name");
+    let (status, _, body) = call(&c, Method::PUT, &rename(&id, Some("Existing")), None).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errors"][0]["code"], "DUPLICATE_LIST_NAME");
+    for bad in [Some(""), Some("  "), None] {
+        let (status, headers, body) = call(&c, Method::PUT, &rename(&id, bad), None).await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        assert_error_shape(&body, "VALIDATION_ERROR");
+        assert_rate_headers(&headers);
+    }
+    let (status, _, body) = call(&c, Method::PUT, &rename("999", Some("X")), None).await;
+    assert_eq!(status, 404);
+    assert_error_shape(&body, "OBJECT_NOT_FOUND");
+    assert_eq!(hs.list(&id).unwrap()["name"], "News & offers");
+    assert_eq!(hs.list("999"), None);
+
+    let resp = c
+        .put(&add)
+        .json(&json!([contacts[0]]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+/// `?key=value`, the value percent-encoded.
+fn query_pair(key: &str, value: &str) -> String {
+    let encoded: String = value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("?{key}={encoded}")
+}

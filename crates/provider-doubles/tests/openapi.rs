@@ -690,6 +690,74 @@ async fn hubspot_session(doc: &Value) -> Vec<String> {
         200,
     )
     .await;
+    let score = json!({"name": "score", "label": "Score", "type": "number",
+        "fieldType": "number", "groupName": "contactinformation"});
+    let level = json!({"name": "level", "label": "Level", "type": "enumeration",
+        "fieldType": "radio", "groupName": "contactinformation", "description": "How far",
+        "options": [{"label": "One", "value": "1"}, {"label": "Two", "value": "2",
+        "displayOrder": 1, "hidden": true}]});
+    let properties = format!("/crm/properties/{v}/contacts");
+    s.send("POST", &properties, &t, Some(score.clone()), 201)
+        .await;
+    s.send("POST", &properties, &t, Some(level), 201).await;
+    s.send("POST", &properties, &t, Some(score), 409).await;
+    s.send(
+        "POST",
+        &properties,
+        &t,
+        Some(json!({"name": "Bad-Name", "label": "X", "type": "string",
+            "fieldType": "text", "groupName": "contactinformation"})),
+        400,
+    )
+    .await;
+    s.send(
+        "POST",
+        &properties,
+        &Auth::None,
+        Some(json!({"name": "x"})),
+        401,
+    )
+    .await;
+    s.send(
+        "PATCH",
+        &format!("{properties}/score"),
+        &t,
+        Some(json!({"label": "Lead score", "description": "0 to 100"})),
+        200,
+    )
+    .await;
+    s.send(
+        "PATCH",
+        &format!("{properties}/level"),
+        &t,
+        Some(json!({"options": [{"label": "Three", "value": "3"}]})),
+        200,
+    )
+    .await;
+    s.send(
+        "PATCH",
+        &format!("{properties}/email"),
+        &t,
+        Some(json!({"label": "E-mail"})),
+        400,
+    )
+    .await;
+    s.send(
+        "PATCH",
+        &format!("{properties}/score"),
+        &t,
+        Some(json!({"name": "points"})),
+        400,
+    )
+    .await;
+    s.send(
+        "PATCH",
+        &format!("{properties}/nosuch"),
+        &t,
+        Some(json!({"label": "X"})),
+        404,
+    )
+    .await;
 
     s.send(
         "POST",
@@ -735,6 +803,107 @@ async fn hubspot_session(doc: &Value) -> Vec<String> {
         404,
     )
     .await;
+    let created = s
+        .send(
+            "POST",
+            &format!("/crm/lists/{v}"),
+            &t,
+            Some(json!({"name": "Created", "objectTypeId": "0-1", "processingType": "MANUAL"})),
+            200,
+        )
+        .await;
+    let created = created["list"]["listId"].as_str().unwrap().to_owned();
+    s.send(
+        "POST",
+        &format!("/crm/lists/{v}"),
+        &t,
+        Some(json!({"name": "Members", "objectTypeId": "0-1", "processingType": "MANUAL"})),
+        400,
+    )
+    .await;
+    s.send(
+        "POST",
+        &format!("/crm/lists/{v}"),
+        &t,
+        Some(json!({"name": "Dynamic", "objectTypeId": "0-1", "processingType": "DYNAMIC"})),
+        400,
+    )
+    .await;
+    s.send(
+        "PUT",
+        &format!("/crm/lists/{v}/{created}/update-list-name?listName=Renamed"),
+        &t,
+        None,
+        200,
+    )
+    .await;
+    s.send(
+        "PUT",
+        &format!("/crm/lists/{v}/{created}/update-list-name?listName=Members"),
+        &t,
+        None,
+        400,
+    )
+    .await;
+    s.send(
+        "PUT",
+        &format!("/crm/lists/{v}/999/update-list-name?listName=X"),
+        &t,
+        None,
+        404,
+    )
+    .await;
+    let members = format!("/crm/lists/{v}/{created}/memberships");
+    s.send(
+        "PUT",
+        &format!("{members}/add"),
+        &t,
+        Some(json!([list_members[0], list_members[1], "999999"])),
+        200,
+    )
+    .await;
+    s.send(
+        "PUT",
+        &format!("{members}/add"),
+        &t,
+        Some(json!({"ids": [list_members[2]]})),
+        400,
+    )
+    .await;
+    s.send(
+        "PUT",
+        &format!("/crm/lists/{v}/999/memberships/add"),
+        &t,
+        Some(json!([list_members[0]])),
+        404,
+    )
+    .await;
+    s.send(
+        "PUT",
+        &format!("{members}/remove"),
+        &t,
+        Some(json!([list_members[0], "999999"])),
+        200,
+    )
+    .await;
+    s.send(
+        "PUT",
+        &format!("{members}/remove"),
+        &t,
+        Some(json!([1])),
+        400,
+    )
+    .await;
+    s.send(
+        "PUT",
+        &format!("/crm/lists/{v}/999/memberships/remove"),
+        &t,
+        Some(json!([list_members[0]])),
+        404,
+    )
+    .await;
+    s.send("GET", &format!("/crm/lists/{v}/{created}"), &t, None, 200)
+        .await;
 
     let token_path = "/oauth/2026-03/token";
     let refresh = |secret: &str| {
@@ -938,6 +1107,80 @@ async fn pipedrive_session(doc: &Value) -> Vec<String> {
         .await;
     s.send("GET", "/api/v2/organizations/abc", &t, None, 400)
         .await;
+    let gamma = s
+        .send(
+            "POST",
+            "/api/v2/organizations",
+            &t,
+            Some(
+                json!({"name": "Gamma", "owner_id": 1, "address": {"value": "Harbour 2"},
+                "visible_to": 3, "label_ids": [5],
+                "custom_fields": {"0123456789abcdef0123456789abcdef01234567": "x"}}),
+            ),
+            200,
+        )
+        .await;
+    let gamma = gamma["data"]["id"].as_i64().unwrap();
+    s.send(
+        "POST",
+        "/api/v2/organizations",
+        &t,
+        Some(json!({"address": {"value": "Nowhere"}})),
+        400,
+    )
+    .await;
+    s.send(
+        "POST",
+        "/api/v2/organizations",
+        &Auth::None,
+        Some(json!({"name": "X"})),
+        401,
+    )
+    .await;
+    s.send(
+        "PATCH",
+        &format!("/api/v2/organizations/{gamma}"),
+        &t,
+        Some(json!({"name": "Gamma AS", "label_ids": []})),
+        200,
+    )
+    .await;
+    s.send(
+        "PATCH",
+        &format!("/api/v2/organizations/{gamma}"),
+        &t,
+        Some(json!({"website": "gamma.test"})),
+        400,
+    )
+    .await;
+    s.send(
+        "PATCH",
+        "/api/v2/organizations/99999",
+        &t,
+        Some(json!({"name": "X"})),
+        404,
+    )
+    .await;
+    s.send(
+        "DELETE",
+        &format!("/api/v2/organizations/{org}"),
+        &t,
+        None,
+        200,
+    )
+    .await;
+    s.send(
+        "DELETE",
+        &format!("/api/v2/organizations/{org}"),
+        &t,
+        None,
+        404,
+    )
+    .await;
+    s.send("DELETE", "/api/v2/organizations/abc", &t, None, 400)
+        .await;
+    s.send("GET", &format!("/api/v2/persons/{ann}"), &t, None, 200)
+        .await;
     s.send("GET", "/api/v2/personFields?limit=5", &t, None, 200)
         .await;
     s.send("GET", "/api/v2/personFields", &t, None, 200).await;
@@ -1085,6 +1328,15 @@ async fn a_renamed_required_field_is_caught() {
     assert_caught(
         &pipedrive_session(&doc).await,
         "the required property \"full_name\" is missing",
+    );
+    let doc = mutate(
+        load("hubspot.yaml"),
+        "/components/schemas/ListMembersAdded/required",
+        |r| rename_in_array(r, "recordIdsMissing", "recordIdsNotFound"),
+    );
+    assert_caught(
+        &hubspot_session(&doc).await,
+        "the required property \"recordIdsNotFound\" is missing",
     );
 }
 

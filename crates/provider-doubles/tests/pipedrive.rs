@@ -651,3 +651,210 @@ async fn injected_failures_and_concurrency() {
     assert_eq!(pd.max_in_flight(), 6);
     assert_eq!(pd.in_flight(), 0);
 }
+
+fn seconds(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("{v} is no time")))
+        .unwrap()
+        .timestamp()
+}
+
+#[tokio::test]
+async fn organization_writes_are_validated_and_delete_unlinks_persons() {
+    let (pd, c) = double().await;
+    let code = "0123456789abcdef0123456789abcdef01234567";
+    let (status, headers, body) = call(
+        &c,
+        Method::POST,
+        &api(&pd, "organizations"),
+        Some(
+            json!({"name": "Acme", "owner_id": 7, "address": {"value": "Main St 1, Oslo"},
+            "visible_to": 7, "label_ids": [3, 4], "custom_fields": {code: "gold"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_rate_headers(&headers);
+    assert_eq!(body["success"], true);
+    let org = body["data"].clone();
+    let id = org["id"].as_i64().unwrap();
+    assert_eq!(org["name"], "Acme");
+    assert_eq!(org["owner_id"], 7);
+    assert_eq!(org["address"], json!({"value": "Main St 1, Oslo"}));
+    assert_eq!(org["visible_to"], 7);
+    assert_eq!(org["label_ids"], json!([3, 4]));
+    assert_eq!(org["custom_fields"], json!({code: "gold"}));
+    assert_eq!(org["add_time"], org["update_time"]);
+    assert_eq!(pd.organization(id), Some(org.clone()));
+    let (status, _, read) = call(
+        &c,
+        Method::GET,
+        &api(&pd, &format!("organizations/{id}")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(read["data"], org);
+
+    // Defaults.
+    let (_, _, body) = call(
+        &c,
+        Method::POST,
+        &api(&pd, "organizations"),
+        Some(json!({"name": "Beta"})),
+    )
+    .await;
+    let beta = &body["data"];
+    assert_eq!(beta["owner_id"], 1);
+    assert_eq!(beta["visible_to"], 3);
+    assert_eq!(beta["address"], Value::Null);
+    assert_eq!(beta["label_ids"], json!([]));
+    assert_eq!(beta["custom_fields"], json!({}));
+    let beta = beta["id"].as_i64().unwrap();
+    assert_ne!(beta, id);
+
+    // Strict validation, on create and on update.
+    let bad = [
+        json!({}),
+        json!({"name": ""}),
+        json!({"name": 5}),
+        json!({"name": "X", "website": "x.test"}),
+        json!({"name": "X", "address": "Main St 1"}),
+        json!({"name": "X", "address": {"value": 1}}),
+        json!({"name": "X", "address": {"value": "A", "country": "NO"}}),
+        json!({"name": "X", "owner_id": "7"}),
+        json!({"name": "X", "visible_to": 2}),
+        json!({"name": "X", "label_ids": ["a"]}),
+        json!({"name": "X", "custom_fields": {"tier": "gold"}}),
+        json!({"name": "X", "custom_fields": []}),
+        json!({"name": "X", "add_time": "2026-01-01T00:00:00Z"}),
+        json!({"name": "X", "id": 9}),
+        json!(["X"]),
+    ];
+    for b in bad {
+        let (status, headers, body) = call(
+            &c,
+            Method::POST,
+            &api(&pd, "organizations"),
+            Some(b.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{b} -> {body}");
+        assert_error_shape(&body);
+        assert_rate_headers(&headers);
+        if b.get("name") != Some(&json!("X")) || b.as_object().is_some_and(|o| o.len() == 1) {
+            continue;
+        }
+        // The same, less the name, as an update.
+        let mut update = b.clone();
+        update.as_object_mut().unwrap().remove("name");
+        let (status, _, body) = call(
+            &c,
+            Method::PATCH,
+            &api(&pd, &format!("organizations/{id}")),
+            Some(update.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{update} -> {body}");
+        assert_error_shape(&body);
+    }
+    let (_, _, body) = call(&c, Method::GET, &api(&pd, "organizations"), None).await;
+    assert_eq!(
+        body["data"].as_array().unwrap().len(),
+        2,
+        "nothing refused was kept"
+    );
+    assert_eq!(pd.organization(id), Some(org.clone()), "nor changed");
+    let resp = c
+        .post(api(&pd, "organizations"))
+        .json(&json!({"name": "X"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Updates change the given fields only; update_time moves with the clock.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, headers, body) = call(
+        &c,
+        Method::PATCH,
+        &api(&pd, &format!("organizations/{id}")),
+        Some(json!({"name": "Acme AS", "address": {"value": "Harbour 2"},
+            "custom_fields": {code: null}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_rate_headers(&headers);
+    let updated = &body["data"];
+    assert_eq!(updated["name"], "Acme AS");
+    assert_eq!(updated["address"], json!({"value": "Harbour 2"}));
+    assert_eq!(
+        updated["custom_fields"],
+        json!({}),
+        "null clears a custom field"
+    );
+    assert_eq!(updated["owner_id"], 7, "untouched fields stay");
+    assert_eq!(updated["label_ids"], json!([3, 4]));
+    assert_eq!(updated["add_time"], org["add_time"]);
+    assert!(seconds(&updated["update_time"]) > seconds(&org["update_time"]));
+    assert_eq!(pd.organization(id).as_ref(), Some(updated));
+    pd.set_clock_resolution_seconds(3600);
+    let (_, _, body) = call(
+        &c,
+        Method::PATCH,
+        &api(&pd, &format!("organizations/{beta}")),
+        Some(json!({"visible_to": 1})),
+    )
+    .await;
+    assert_eq!(body["data"]["visible_to"], 1);
+    assert_eq!(seconds(&body["data"]["update_time"]) % 3600, 0);
+
+    // Deleting leaves the organization's persons without one.
+    let person = pd.insert_person(json!({"name": "Ann Lee", "org_id": id}));
+    let other = pd.insert_person(json!({"name": "Bo", "org_id": beta}));
+    let before = pd.person(person).unwrap();
+    let u = api(&pd, &format!("organizations/{id}"));
+    let (status, headers, body) = call(&c, Method::DELETE, &u, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_rate_headers(&headers);
+    assert_eq!(body, json!({"success": true, "data": {"id": id}}));
+    assert_eq!(pd.organization(id), None);
+    let after = pd.person(person).unwrap();
+    assert_eq!(after["org_id"], Value::Null);
+    assert_eq!(after["update_time"], before["update_time"]);
+    assert_eq!(pd.person(other).unwrap()["org_id"], beta);
+    let (_, _, body) = call(
+        &c,
+        Method::GET,
+        &api(&pd, &format!("persons?org_id={id}")),
+        None,
+    )
+    .await;
+    assert_eq!(body["data"], json!([]));
+    for m in [Method::GET, Method::PATCH, Method::DELETE] {
+        let (status, headers, body) = call(&c, m.clone(), &u, Some(json!({"name": "X"}))).await;
+        assert_eq!(status, 404, "{m}");
+        assert_error_shape(&body);
+        assert_eq!(body["error"], "Organization not found");
+        assert_rate_headers(&headers);
+    }
+    for m in [Method::PATCH, Method::DELETE] {
+        let (status, _, body) = call(
+            &c,
+            m.clone(),
+            &api(&pd, "organizations/abc"),
+            Some(json!({"name": "X"})),
+        )
+        .await;
+        assert_eq!(status, 400, "{m}");
+        assert_error_shape(&body);
+    }
+    // A person may not be linked to the deleted organization.
+    let (status, _, _) = call(
+        &c,
+        Method::PATCH,
+        &api(&pd, &format!("persons/{other}")),
+        Some(json!({"org_id": id})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}

@@ -897,9 +897,122 @@ fn company_from(ids: Ids, record: &types::ObjectRecord) -> Account {
         remote_owner_id: owned(record, "hubspot_owner_id"),
         created_at: Some(record.created_at),
         updated_at: Some(record.updated_at),
-        etag: Some(etag(record, |k| COMPANY_PROPERTIES.contains(&k))),
+        etag: Some(company_etag(record)),
         ..Account::default()
     }
+}
+
+fn company_etag(record: &types::ObjectRecord) -> String {
+    etag(record, |k| COMPANY_PROPERTIES.contains(&k))
+}
+
+/// `id` and `etag` are the server's, on create and update alike.
+fn refuse_server_fields(sent: &JsonObject, what: &str) -> ServiceResult<()> {
+    for field in ["id", "etag"] {
+        if sent.contains_key(field) {
+            return Err(ApiError::unprocessable(
+                field,
+                format!("{field} is assigned by the server; leave it out of a {what}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The HubSpot properties a unified account write sets (only what was sent; `null` clears).
+fn company_properties_from(
+    write: &Write<CrmCreateAccountRequestDto>,
+) -> ServiceResult<HashMap<String, String>> {
+    let sent = &write.sent;
+    let body = &write.body;
+    let mut out = HashMap::new();
+    for (field, property) in [
+        ("name", "name"),
+        ("description", "description"),
+        ("annual_revenue", "annualrevenue"),
+        ("website", "website"),
+        ("owner_id", "hubspot_owner_id"),
+    ] {
+        match sent.get(field) {
+            Some(Value::String(v)) => {
+                out.insert(property.to_owned(), v.clone());
+            }
+            Some(Value::Null) => {
+                out.insert(property.to_owned(), String::new());
+            }
+            _ => {}
+        }
+    }
+    let one = |field: &str, values: Option<&Vec<String>>| -> ServiceResult<Option<String>> {
+        if !sent.contains_key(field) {
+            return Ok(None);
+        }
+        let values = values.cloned().unwrap_or_default();
+        if values.len() > 1 {
+            return Err(ApiError::unprocessable(
+                field,
+                format!("a HubSpot company holds one value of `{field}` here; send one"),
+            ));
+        }
+        Ok(Some(values.into_iter().next().unwrap_or_default()))
+    };
+    if let Some(industry) = one("industries", body.industries.as_ref())? {
+        out.insert("industry".to_owned(), industry);
+    }
+    if let Some(phone) = one("phone_numbers", body.phone_numbers.as_ref())? {
+        out.insert("phone".to_owned(), phone);
+    }
+    if sent.contains_key("addresses") {
+        let addresses = body.addresses.clone().unwrap_or_default();
+        if addresses.len() > 1 {
+            return Err(ApiError::unprocessable(
+                "addresses",
+                "a HubSpot company holds one address here; send one",
+            ));
+        }
+        let address = addresses.into_iter().next().unwrap_or_default();
+        out.insert("address".into(), address.street_1.unwrap_or_default());
+        out.insert("city".into(), address.city.unwrap_or_default());
+        out.insert("state".into(), address.state.unwrap_or_default());
+        out.insert("zip".into(), address.zip_code.unwrap_or_default());
+        out.insert(
+            "country".into(),
+            address.country.and_then(|c| c.value).unwrap_or_default(),
+        );
+    }
+    if let Some(passthrough) = &body.passthrough {
+        for (k, v) in passthrough {
+            let text = value_text(v).ok_or_else(|| {
+                ApiError::unprocessable("passthrough", format!("{k}: HubSpot properties are text"))
+            })?;
+            out.insert(k.clone(), text);
+        }
+    }
+    Ok(out)
+}
+
+async fn read_company(
+    session: &mut HubSession<'_>,
+    id: &str,
+    remote: &str,
+) -> ServiceResult<types::ObjectRecord> {
+    let properties = COMPANY_PROPERTIES.join(",");
+    let path = format!("/crm/objects/{V}/companies/{remote}?properties={properties}");
+    let remote = remote.to_owned();
+    session
+        .call(Call::read("companies.get", "GET", path), |c| {
+            let remote = remote.clone();
+            let properties = properties.clone();
+            async move {
+                c.get_company()
+                    .id(remote)
+                    .properties(properties)
+                    .send()
+                    .await
+            }
+        })
+        .await
+        .map_err(|e| not_found_as(e, "account", id))
 }
 
 fn definition_from(ids: Ids, d: &types::PropertyDefinition) -> CustomFieldDefinition {
@@ -944,11 +1057,7 @@ fn list_from(ids: Ids, list: &types::CrmList, items: Option<Vec<String>>) -> Lis
         "0-2" => ListType::Companies,
         _ => ListType::UnmappedValue,
     };
-    let item_kind = if kind == ListType::Companies {
-        COMPANY
-    } else {
-        CONTACT
-    };
+    let item_kind = item_kind(list);
     List {
         id: Some(ids.of(LIST, &list.list_id)),
         remote_id: Some(list.list_id.clone()),
@@ -975,6 +1084,146 @@ fn list_from(ids: Ids, list: &types::CrmList, items: Option<Vec<String>>) -> Lis
             &json!(list.size),
         ])),
         ..List::default()
+    }
+}
+
+/// A list and its first [`LIST_ITEMS_SHOWN`] members: one call for the list, and one per
+/// 250 members.
+async fn read_list(
+    session: &mut HubSession<'_>,
+    id: &str,
+    remote: &str,
+) -> ServiceResult<(types::CrmList, Vec<String>)> {
+    let remote = remote.to_owned();
+    let found = session
+        .call(
+            Call::read("lists.get", "GET", format!("/crm/lists/{V}/{remote}")),
+            |c| {
+                let remote = remote.clone();
+                async move { c.get_list().list_id(remote).send().await }
+            },
+        )
+        .await
+        .map_err(|e| not_found_as(e, "list", id))?;
+    let mut members = Vec::new();
+    let mut after: Option<String> = None;
+    while members.len() < LIST_ITEMS_SHOWN {
+        let mut path = format!("/crm/lists/{V}/{remote}/memberships?limit=250");
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let page = session
+            .call(Call::read("lists.memberships", "GET", path), |c| {
+                let remote = remote.clone();
+                let after = after.clone();
+                async move {
+                    let mut request = c.list_memberships().list_id(remote).limit(250u32);
+                    if let Some(after) = after {
+                        request = request.after(after);
+                    }
+                    request.send().await
+                }
+            })
+            .await?;
+        members.extend(page.results.into_iter().map(|m| m.record_id));
+        match page.paging {
+            Some(p) => after = Some(p.next.after),
+            None => break,
+        }
+    }
+    members.truncate(LIST_ITEMS_SHOWN);
+    Ok((found.list, members))
+}
+
+/// The kind of record a list holds: companies (`0-2`) or contacts.
+fn item_kind(list: &types::CrmList) -> &'static str {
+    if list.object_type_id == "0-2" {
+        COMPANY
+    } else {
+        CONTACT
+    }
+}
+
+/// HubSpot lists take no extra fields.
+fn refuse_passthrough(sent: &JsonObject) -> ServiceResult<()> {
+    match sent.get("passthrough") {
+        Some(v) if !v.is_null() => Err(ApiError::unprocessable(
+            "passthrough",
+            "HubSpot lists take no passthrough fields",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The HubSpot property type and field type of a unified custom field type.
+fn property_type(kind: CustomFieldType) -> ServiceResult<(types::PropertyType, &'static str)> {
+    use types::PropertyType as T;
+    Ok(match kind {
+        CustomFieldType::Text | CustomFieldType::Url => (T::String, "text"),
+        CustomFieldType::Float | CustomFieldType::Integer => (T::Number, "number"),
+        CustomFieldType::Date => (T::Date, "date"),
+        CustomFieldType::Boolean | CustomFieldType::Checkbox => (T::Bool, "booleancheckbox"),
+        CustomFieldType::SingleSelect => (T::Enumeration, "select"),
+        CustomFieldType::MultiSelect => (T::Enumeration, "checkbox"),
+        other => {
+            return Err(ApiError::unprocessable(
+                "type",
+                format!("HubSpot has no property type for {other:?}"),
+            ));
+        }
+    })
+}
+
+/// A unified definition's options as HubSpot options: the option's `id` is HubSpot's
+/// `value`, its `value` the label. Select types need at least one.
+fn property_options(
+    options: &Option<Vec<CustomFieldOption>>,
+    kind: CustomFieldType,
+) -> ServiceResult<Vec<types::PropertyOption>> {
+    let options = options.clone().unwrap_or_default();
+    let select = matches!(
+        kind,
+        CustomFieldType::SingleSelect | CustomFieldType::MultiSelect
+    );
+    if !select && !options.is_empty() {
+        return Err(ApiError::unprocessable(
+            "options",
+            "only select fields have options",
+        ));
+    }
+    options
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let label = value_text(&o.value)
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| ApiError::unprocessable("options", "an option needs a value"))?;
+            Ok(types::PropertyOption {
+                display_order: i32::try_from(i).ok(),
+                hidden: Some(false),
+                label,
+                value: o.id,
+            })
+        })
+        .collect()
+}
+
+/// A HubSpot property name for a unified definition's name: lowercase letters, digits and
+/// underscores, starting with a letter (`Training Status` → `training_status`).
+fn property_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let out = out.trim_matches('_').to_owned();
+    if out.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        out
+    } else {
+        format!("field_{out}")
     }
 }
 
@@ -1258,21 +1507,7 @@ impl CrmProvider for HubSpotConnector {
         }
         .remote_or_404(COMPANY, "account", id)?;
         let mut session = self.inner.session(scope).await?.with_proxy(&read.proxy);
-        let properties = COMPANY_PROPERTIES.join(",");
-        let path = format!("/crm/objects/{V}/companies/{remote}?properties={properties}");
-        let record = session
-            .call(Call::read("companies.get", "GET", path), |c| {
-                let remote = remote.clone();
-                async move {
-                    c.get_company()
-                        .id(remote)
-                        .properties(COMPANY_PROPERTIES.join(","))
-                        .send()
-                        .await
-                }
-            })
-            .await
-            .map_err(|e| not_found_as(e, "account", id))?;
+        let record = read_company(&mut session, id, &remote).await?;
         Ok(Served {
             data: company_from(
                 Ids {
@@ -1286,35 +1521,116 @@ impl CrmProvider for HubSpotConnector {
 
     async fn create_account(
         &self,
-        _scope: &AccountScope,
-        _write: Write<CrmCreateAccountRequestDto>,
+        scope: &AccountScope,
+        write: Write<CrmCreateAccountRequestDto>,
     ) -> ServiceResult<Served<Account>> {
-        Err(unsupported(
-            NAME,
-            "create account",
-            "not built in this connector yet",
-        ))
+        let inner = &self.inner;
+        if let Some(id) = landed_create(&inner.db, scope, write.idempotency_key.as_deref()).await? {
+            return self.get_account(scope, &id, &ReadRequest::default()).await;
+        }
+        refuse_server_fields(&write.sent, "create")?;
+        let mut session = inner.session(scope).await?;
+        let body = types::RecordInput {
+            properties: company_properties_from(&write)?
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
+        };
+        let created = session
+            .call(
+                Call::write(
+                    "companies.create",
+                    "POST",
+                    format!("/crm/objects/{V}/companies"),
+                )
+                .body(&body),
+                |c| {
+                    let body = body.clone();
+                    async move { c.create_company().body(body).send().await }
+                },
+            )
+            .await?;
+        let ids = Ids {
+            account: &scope.account_id,
+        };
+        record_create(
+            &inner.db,
+            scope,
+            write.idempotency_key.as_deref(),
+            &ids.of(COMPANY, &created.id),
+        )
+        .await?;
+        Ok(Served {
+            data: company_from(ids, &created),
+            raw: session.raw,
+        })
     }
 
     async fn update_account(
         &self,
-        _scope: &AccountScope,
-        _id: &str,
-        _write: Write<CrmCreateAccountRequestDto>,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateAccountRequestDto>,
     ) -> ServiceResult<Served<Account>> {
-        Err(unsupported(
-            NAME,
-            "update account",
-            "not built in this connector yet",
-        ))
+        let ids = Ids {
+            account: &scope.account_id,
+        };
+        let remote = ids.remote_or_404(COMPANY, "account", id)?;
+        refuse_server_fields(&write.sent, "update")?;
+        let properties = company_properties_from(&write)?;
+        let mut session = self.inner.session(scope).await?;
+        if let Some(wanted) = write.if_match.as_deref() {
+            let current = read_company(&mut session, id, &remote).await?;
+            check_if_match(Some(wanted), &company_etag(&current))?;
+        }
+        let record = if properties.is_empty() {
+            read_company(&mut session, id, &remote).await?
+        } else {
+            let body = types::RecordInput { properties };
+            session
+                .call(
+                    Call::write(
+                        "companies.update",
+                        "PATCH",
+                        format!("/crm/objects/{V}/companies/{remote}"),
+                    )
+                    .body(&body),
+                    |c| {
+                        let body = body.clone();
+                        let remote = remote.clone();
+                        async move { c.update_company().id(remote).body(body).send().await }
+                    },
+                )
+                .await
+                .map_err(|e| not_found_as(e, "account", id))?
+        };
+        Ok(Served {
+            data: company_from(ids, &record),
+            raw: session.raw,
+        })
     }
 
-    async fn delete_account(&self, _scope: &AccountScope, _id: &str) -> ServiceResult<()> {
-        Err(unsupported(
-            NAME,
-            "delete account",
-            "not built in this connector yet",
-        ))
+    async fn delete_account(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
+        let remote = Ids {
+            account: &scope.account_id,
+        }
+        .remote_or_404(COMPANY, "account", id)?;
+        let mut session = self.inner.session(scope).await?;
+        session
+            .call(
+                Call::write(
+                    "companies.archive",
+                    "DELETE",
+                    format!("/crm/objects/{V}/companies/{remote}"),
+                ),
+                |c| {
+                    let remote = remote.clone();
+                    async move { c.archive_company().id(remote).send().await }
+                },
+            )
+            .await
+            .map_err(|e| not_found_as(e, "account", id))?;
+        Ok(())
     }
 
     async fn list_lists(
@@ -1379,47 +1695,13 @@ impl CrmProvider for HubSpotConnector {
         }
         .remote_or_404(LIST, "list", id)?;
         let mut session = self.inner.session(scope).await?.with_proxy(&read.proxy);
-        let path = format!("/crm/lists/{V}/{remote}");
-        let found = session
-            .call(Call::read("lists.get", "GET", path), |c| {
-                let remote = remote.clone();
-                async move { c.get_list().list_id(remote).send().await }
-            })
-            .await
-            .map_err(|e| not_found_as(e, "list", id))?;
-        let mut members = Vec::new();
-        let mut after: Option<String> = None;
-        while members.len() < LIST_ITEMS_SHOWN {
-            let mut path = format!("/crm/lists/{V}/{remote}/memberships?limit=250");
-            if let Some(a) = &after {
-                path.push_str(&format!("&after={a}"));
-            }
-            let page = session
-                .call(Call::read("lists.memberships", "GET", path), |c| {
-                    let remote = remote.clone();
-                    let after = after.clone();
-                    async move {
-                        let mut request = c.list_memberships().list_id(remote).limit(250u32);
-                        if let Some(after) = after {
-                            request = request.after(after);
-                        }
-                        request.send().await
-                    }
-                })
-                .await?;
-            members.extend(page.results.into_iter().map(|m| m.record_id));
-            match page.paging {
-                Some(p) => after = Some(p.next.after),
-                None => break,
-            }
-        }
-        members.truncate(LIST_ITEMS_SHOWN);
+        let (list, members) = read_list(&mut session, id, &remote).await?;
         Ok(Served {
             data: list_from(
                 Ids {
                     account: &scope.account_id,
                 },
-                &found.list,
+                &list,
                 Some(members),
             ),
             raw: session.raw,
@@ -1428,53 +1710,241 @@ impl CrmProvider for HubSpotConnector {
 
     async fn create_list(
         &self,
-        _scope: &AccountScope,
-        _write: Write<CrmCreateListRequestDto>,
+        scope: &AccountScope,
+        write: Write<CrmCreateListRequestDto>,
     ) -> ServiceResult<Served<List>> {
-        Err(unsupported(
-            NAME,
-            "create list",
-            "not built in this connector yet",
-        ))
+        let inner = &self.inner;
+        if let Some(id) = landed_create(&inner.db, scope, write.idempotency_key.as_deref()).await? {
+            return self.get_list(scope, &id, &ReadRequest::default()).await;
+        }
+        refuse_server_fields(&write.sent, "create")?;
+        refuse_passthrough(&write.sent)?;
+        let name = write
+            .body
+            .name
+            .clone()
+            .filter(|n| !crate::rules::is_blank(n))
+            .ok_or_else(|| ApiError::unprocessable("name", "a list needs a name"))?;
+        let object_type_id = match write.body.list_type.as_ref().and_then(|t| t.value) {
+            None | Some(ListType::Contacts) => "0-1",
+            Some(ListType::Companies) => "0-2",
+            Some(other) => {
+                return Err(ApiError::unprocessable(
+                    "type",
+                    format!("HubSpot lists hold contacts or companies, not {other:?}"),
+                ));
+            }
+        };
+        let body = types::ListCreateRequest {
+            name,
+            object_type_id: object_type_id.to_owned(),
+            processing_type: types::ProcessingType::Manual,
+        };
+        let mut session = inner.session(scope).await?;
+        let created = session
+            .call(
+                Call::write("lists.create", "POST", format!("/crm/lists/{V}")).body(&body),
+                |c| {
+                    let body = body.clone();
+                    async move { c.create_list().body(body).send().await }
+                },
+            )
+            .await?
+            .list;
+        let ids = Ids {
+            account: &scope.account_id,
+        };
+        record_create(
+            &inner.db,
+            scope,
+            write.idempotency_key.as_deref(),
+            &ids.of(LIST, &created.list_id),
+        )
+        .await?;
+        Ok(Served {
+            data: list_from(ids, &created, Some(Vec::new())),
+            raw: session.raw,
+        })
     }
 
     async fn update_list(
         &self,
-        _scope: &AccountScope,
-        _id: &str,
-        _write: Write<CrmCreateListRequestDto>,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateListRequestDto>,
     ) -> ServiceResult<Served<List>> {
-        Err(unsupported(
-            NAME,
-            "update list",
-            "not built in this connector yet",
-        ))
+        let ids = Ids {
+            account: &scope.account_id,
+        };
+        let remote = ids.remote_or_404(LIST, "list", id)?;
+        refuse_server_fields(&write.sent, "update")?;
+        refuse_passthrough(&write.sent)?;
+        let mut session = self.inner.session(scope).await?;
+        let (current, members) = read_list(&mut session, id, &remote).await?;
+        let shown = list_from(ids, &current, Some(members.clone()));
+        check_if_match(
+            write.if_match.as_deref(),
+            shown.etag.as_deref().unwrap_or_default(),
+        )?;
+        if let Some(wanted) = write.body.list_type.as_ref().and_then(|t| t.value)
+            && shown.list_type.as_ref().and_then(|t| t.value) != Some(wanted)
+        {
+            return Err(ApiError::unprocessable(
+                "type",
+                "a HubSpot list keeps the type of records it was made for",
+            ));
+        }
+        let list = match write.sent.get("name") {
+            None => current,
+            Some(_) => {
+                let name = write
+                    .body
+                    .name
+                    .clone()
+                    .filter(|n| !crate::rules::is_blank(n))
+                    .ok_or_else(|| ApiError::unprocessable("name", "a list needs a name"))?;
+                let path = format!("/crm/lists/{V}/{remote}/update-list-name?listName={name}");
+                session
+                    .call(Call::write("lists.rename", "PUT", path), |c| {
+                        let remote = remote.clone();
+                        let name = name.clone();
+                        async move {
+                            c.update_list_name()
+                                .list_id(remote)
+                                .list_name(name)
+                                .send()
+                                .await
+                        }
+                    })
+                    .await
+                    .map_err(|e| not_found_as(e, "list", id))?
+                    .updated_list
+            }
+        };
+        Ok(Served {
+            data: list_from(ids, &list, Some(members)),
+            raw: session.raw,
+        })
     }
 
+    /// Adds the records, all or none: HubSpot adds those that exist and names the others,
+    /// so when any is missing the added ones are removed again and the answer is 422.
     async fn add_list_items(
         &self,
-        _scope: &AccountScope,
-        _id: &str,
-        _item_ids: &[String],
+        scope: &AccountScope,
+        id: &str,
+        item_ids: &[String],
     ) -> ServiceResult<Served<List>> {
-        Err(unsupported(
-            NAME,
-            "add list items",
-            "not built in this connector yet",
-        ))
+        let ids = Ids {
+            account: &scope.account_id,
+        };
+        let remote = ids.remote_or_404(LIST, "list", id)?;
+        let mut session = self.inner.session(scope).await?;
+        let (list, _) = read_list(&mut session, id, &remote).await?;
+        let kind = item_kind(&list);
+        let mut records = Vec::with_capacity(item_ids.len());
+        for item in item_ids {
+            let record = ids.remote(kind, item).ok_or_else(|| {
+                ApiError::unprocessable(
+                    "item_ids",
+                    format!("{item} is not a record of this list's kind in the linked account"),
+                )
+            })?;
+            records.push(record);
+        }
+        let path = format!("/crm/lists/{V}/{remote}/memberships/add");
+        let added = session
+            .call(Call::write("lists.add", "PUT", path).body(&records), |c| {
+                let remote = remote.clone();
+                let records = records.clone();
+                async move {
+                    c.add_list_members()
+                        .list_id(remote)
+                        .body(records)
+                        .send()
+                        .await
+                }
+            })
+            .await
+            .map_err(|e| not_found_as(e, "list", id))?;
+        if !added.record_ids_missing.is_empty() {
+            if !added.record_ids_added.is_empty() {
+                let undo = added.record_ids_added.clone();
+                let path = format!("/crm/lists/{V}/{remote}/memberships/remove");
+                session
+                    .call(Call::write("lists.remove", "PUT", path).body(&undo), |c| {
+                        let remote = remote.clone();
+                        let undo = undo.clone();
+                        async move {
+                            c.remove_list_members()
+                                .list_id(remote)
+                                .body(undo)
+                                .send()
+                                .await
+                        }
+                    })
+                    .await?;
+            }
+            let missing: Vec<String> = added
+                .record_ids_missing
+                .iter()
+                .map(|r| ids.of(kind, r))
+                .collect();
+            return Err(ApiError::unprocessable(
+                "item_ids",
+                format!(
+                    "no such records in the linked account: {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let (list, members) = read_list(&mut session, id, &remote).await?;
+        Ok(Served {
+            data: list_from(ids, &list, Some(members)),
+            raw: session.raw,
+        })
     }
 
     async fn remove_list_item(
         &self,
-        _scope: &AccountScope,
-        _id: &str,
-        _item_id: &str,
+        scope: &AccountScope,
+        id: &str,
+        item_id: &str,
     ) -> ServiceResult<Served<List>> {
-        Err(unsupported(
-            NAME,
-            "remove a list item",
-            "not built in this connector yet",
-        ))
+        let ids = Ids {
+            account: &scope.account_id,
+        };
+        let remote = ids.remote_or_404(LIST, "list", id)?;
+        let mut session = self.inner.session(scope).await?;
+        let (list, _) = read_list(&mut session, id, &remote).await?;
+        let not_on_list = || ApiError::not_found(format!("{item_id} is not on list {id}"));
+        let record = ids
+            .remote(item_kind(&list), item_id)
+            .ok_or_else(not_on_list)?;
+        let path = format!("/crm/lists/{V}/{remote}/memberships/remove");
+        let body = vec![record];
+        let removed = session
+            .call(Call::write("lists.remove", "PUT", path).body(&body), |c| {
+                let remote = remote.clone();
+                let body = body.clone();
+                async move {
+                    c.remove_list_members()
+                        .list_id(remote)
+                        .body(body)
+                        .send()
+                        .await
+                }
+            })
+            .await
+            .map_err(|e| not_found_as(e, "list", id))?;
+        if removed.record_ids_removed.is_empty() {
+            return Err(not_on_list());
+        }
+        let (list, members) = read_list(&mut session, id, &remote).await?;
+        Ok(Served {
+            data: list_from(ids, &list, Some(members)),
+            raw: session.raw,
+        })
     }
 
     async fn list_contact_custom_field_definitions(
@@ -1558,27 +2028,142 @@ impl CrmProvider for HubSpotConnector {
 
     async fn create_contact_custom_field_definition(
         &self,
-        _scope: &AccountScope,
-        _write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
+        scope: &AccountScope,
+        write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
     ) -> ServiceResult<Served<CustomFieldDefinition>> {
-        Err(unsupported(
-            NAME,
-            "create custom field definition",
-            "not built in this connector yet",
-        ))
+        let inner = &self.inner;
+        if let Some(id) = landed_create(&inner.db, scope, write.idempotency_key.as_deref()).await? {
+            return self
+                .get_contact_custom_field_definition(scope, &id, &ReadRequest::default())
+                .await;
+        }
+        refuse_server_fields(&write.sent, "create")?;
+        refuse_passthrough(&write.sent)?;
+        let label = write
+            .body
+            .name
+            .clone()
+            .filter(|n| !crate::rules::is_blank(n))
+            .ok_or_else(|| ApiError::unprocessable("name", "a custom field needs a name"))?;
+        let kind = write
+            .body
+            .field_type
+            .as_ref()
+            .and_then(|t| t.value)
+            .unwrap_or(CustomFieldType::Text);
+        let (type_, field_type) = property_type(kind)?;
+        let options = property_options(&write.body.options, kind)?;
+        let body = types::PropertyCreate {
+            description: write.body.description.clone(),
+            field_type: field_type.to_owned(),
+            group_name: "contactinformation".to_owned(),
+            label: label.clone(),
+            name: property_name(&label),
+            options,
+            type_,
+        };
+        let mut session = inner.session(scope).await?;
+        let created = session
+            .call(
+                Call::write(
+                    "properties.create",
+                    "POST",
+                    format!("/crm/properties/{V}/contacts"),
+                )
+                .body(&body),
+                |c| {
+                    let body = body.clone();
+                    async move {
+                        c.create_property()
+                            .object_type(types::ObjectType::Contacts)
+                            .body(body)
+                            .send()
+                            .await
+                    }
+                },
+            )
+            .await?;
+        inner.definitions.forget(&scope.account_id);
+        let ids = Ids {
+            account: &scope.account_id,
+        };
+        record_create(
+            &inner.db,
+            scope,
+            write.idempotency_key.as_deref(),
+            &ids.of(FIELD, &created.name),
+        )
+        .await?;
+        Ok(Served {
+            data: definition_from(ids, &created),
+            raw: session.raw,
+        })
     }
 
     async fn update_contact_custom_field_definition(
         &self,
-        _scope: &AccountScope,
-        _id: &str,
-        _write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateCustomFieldDefinitionRequestDto>,
     ) -> ServiceResult<Served<CustomFieldDefinition>> {
-        Err(unsupported(
-            NAME,
-            "update custom field definition",
-            "not built in this connector yet",
-        ))
+        let ids = Ids {
+            account: &scope.account_id,
+        };
+        let name = ids.remote_or_404(FIELD, "custom field definition", id)?;
+        refuse_server_fields(&write.sent, "update")?;
+        refuse_passthrough(&write.sent)?;
+        if let Some(sent) = write.body.name.as_deref()
+            && sent != name
+        {
+            return Err(ApiError::unprocessable(
+                "name",
+                format!("a HubSpot property keeps its name ({name})"),
+            ));
+        }
+        let (type_, field_type, kind) = match write.body.field_type.as_ref().and_then(|t| t.value) {
+            Some(kind) => {
+                let (t, f) = property_type(kind)?;
+                (Some(t), Some(f.to_owned()), Some(kind))
+            }
+            None => (None, None, None),
+        };
+        let options = match kind {
+            Some(kind) => property_options(&write.body.options, kind)?,
+            None => property_options(&write.body.options, CustomFieldType::SingleSelect)?,
+        };
+        let body = types::PropertyUpdate {
+            description: write.body.description.clone(),
+            field_type,
+            group_name: None,
+            label: None,
+            options,
+            type_,
+        };
+        let mut session = self.inner.session(scope).await?;
+        let path = format!("/crm/properties/{V}/contacts/{name}");
+        let updated = session
+            .call(
+                Call::write("properties.update", "PATCH", path).body(&body),
+                |c| {
+                    let body = body.clone();
+                    let name = name.clone();
+                    async move {
+                        c.update_property()
+                            .object_type(types::ObjectType::Contacts)
+                            .property_name(name)
+                            .body(body)
+                            .send()
+                            .await
+                    }
+                },
+            )
+            .await
+            .map_err(|e| not_found_as(e, "custom field definition", id))?;
+        self.inner.definitions.forget(&scope.account_id);
+        Ok(Served {
+            data: definition_from(ids, &updated),
+            raw: session.raw,
+        })
     }
 }
 

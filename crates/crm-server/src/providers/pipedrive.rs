@@ -765,6 +765,87 @@ fn organization_from(ids: Ids, org: &types::Organization) -> Account {
     }
 }
 
+fn organization_etag(org: &types::Organization) -> String {
+    etag_of(&[&serde_json::to_value(org).unwrap_or(Value::Null)])
+}
+
+/// What a unified account write sets on a Pipedrive organization.
+struct OrganizationWrite {
+    name: Option<String>,
+    address: Option<types::AddressInput>,
+    owner_id: Option<i64>,
+}
+
+fn organization_write_from(
+    write: &Write<CrmCreateAccountRequestDto>,
+) -> ServiceResult<OrganizationWrite> {
+    let sent = &write.sent;
+    for field in ["id", "etag"] {
+        if sent.contains_key(field) {
+            return Err(ApiError::unprocessable(
+                field,
+                format!("{field} is assigned by the server; leave it out"),
+            ));
+        }
+    }
+    const UNMAPPED: [&str; 6] = [
+        "description",
+        "industries",
+        "annual_revenue",
+        "website",
+        "phone_numbers",
+        "passthrough",
+    ];
+    if let Some(field) = UNMAPPED.iter().find(|f| {
+        sent.get(**f)
+            .is_some_and(|v| !v.is_null() && v != &json!([]))
+    }) {
+        return Err(ApiError::unprocessable(
+            field,
+            format!(
+                "the Pipedrive connector does not map `{field}` on accounts (see docs/field-map.md); leave it out"
+            ),
+        ));
+    }
+    let address = match &write.body.addresses {
+        Some(addresses) if addresses.len() > 1 => {
+            return Err(ApiError::unprocessable(
+                "addresses",
+                "a Pipedrive organization holds one address; send one",
+            ));
+        }
+        Some(addresses) => addresses.first().map(|a| {
+            let parts: Vec<String> = [
+                a.street_1.clone(),
+                a.street_2.clone(),
+                a.city.clone(),
+                a.state.clone(),
+                a.zip_code.clone(),
+                a.country.as_ref().and_then(|c| c.value.clone()),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|p| !p.trim().is_empty())
+            .collect();
+            types::AddressInput {
+                value: parts.join(", "),
+            }
+        }),
+        None => None,
+    };
+    let owner_id = match write.body.owner_id.as_deref() {
+        Some(id) => Some(id.parse().map_err(|_| {
+            ApiError::unprocessable("owner_id", "a Pipedrive owner id is a number")
+        })?),
+        None => None,
+    };
+    Ok(OrganizationWrite {
+        name: write.body.name.clone(),
+        address,
+        owner_id,
+    })
+}
+
 fn definition_from(ids: Ids, field: &types::PersonField) -> CustomFieldDefinition {
     let value = match field.field_type.as_str() {
         "varchar" | "text" | "varchar_auto" | "phone" | "address" => CustomFieldType::Text,
@@ -1121,35 +1202,135 @@ impl CrmProvider for PipedriveConnector {
 
     async fn create_account(
         &self,
-        _scope: &AccountScope,
-        _write: Write<CrmCreateAccountRequestDto>,
+        scope: &AccountScope,
+        write: Write<CrmCreateAccountRequestDto>,
     ) -> ServiceResult<Served<Account>> {
-        Err(unsupported(
-            NAME,
-            "create account",
-            "not built in this connector yet",
-        ))
+        let inner = &self.inner;
+        if let Some(id) = landed_create(&inner.db, scope, write.idempotency_key.as_deref()).await? {
+            return self.get_account(scope, &id, &ReadRequest::default()).await;
+        }
+        let org = organization_write_from(&write)?;
+        let Some(name) = org.name.filter(|n| !n.trim().is_empty()) else {
+            return Err(ApiError::unprocessable(
+                "name",
+                "a Pipedrive organization needs a name",
+            ));
+        };
+        let body = types::OrganizationCreate {
+            address: org.address,
+            custom_fields: serde_json::Map::new(),
+            label_ids: Vec::new(),
+            name,
+            owner_id: org.owner_id,
+            visible_to: None,
+        };
+        let mut session = inner.session(scope).await?;
+        let created = session
+            .call(
+                Call::write("organizations.create", "POST", "/api/v2/organizations").body(&body),
+                |c| {
+                    let body = body.clone();
+                    async move { c.create_organization().body(body).send().await }
+                },
+            )
+            .await?
+            .data;
+        let ids = Ids {
+            account: &scope.account_id,
+        };
+        record_create(
+            &inner.db,
+            scope,
+            write.idempotency_key.as_deref(),
+            &ids.of(ORGANIZATION, &created.id.to_string()),
+        )
+        .await?;
+        Ok(Served {
+            data: organization_from(ids, &created),
+            raw: session.raw,
+        })
     }
 
     async fn update_account(
         &self,
-        _scope: &AccountScope,
-        _id: &str,
-        _write: Write<CrmCreateAccountRequestDto>,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateAccountRequestDto>,
     ) -> ServiceResult<Served<Account>> {
-        Err(unsupported(
-            NAME,
-            "update account",
-            "not built in this connector yet",
-        ))
+        let remote = remote_number(scope, ORGANIZATION, "account", id)?;
+        let org = organization_write_from(&write)?;
+        if org.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(ApiError::unprocessable(
+                "name",
+                "a Pipedrive organization needs a name",
+            ));
+        }
+        let mut session = self.inner.session(scope).await?;
+        if let Some(wanted) = write.if_match.as_deref() {
+            let current = session
+                .call(
+                    Call::read(
+                        "organizations.get",
+                        "GET",
+                        format!("/api/v2/organizations/{remote}"),
+                    ),
+                    |c| async move { c.get_organization().id(remote).send().await },
+                )
+                .await
+                .map_err(|e| not_found_as(e, "account", id))?
+                .data;
+            check_if_match(Some(wanted), &organization_etag(&current))?;
+        }
+        let body = types::OrganizationUpdate {
+            address: org.address,
+            custom_fields: serde_json::Map::new(),
+            label_ids: Vec::new(),
+            name: org.name,
+            owner_id: org.owner_id,
+            visible_to: None,
+        };
+        let updated = session
+            .call(
+                Call::write(
+                    "organizations.update",
+                    "PATCH",
+                    format!("/api/v2/organizations/{remote}"),
+                )
+                .body(&body),
+                |c| {
+                    let body = body.clone();
+                    async move { c.update_organization().id(remote).body(body).send().await }
+                },
+            )
+            .await
+            .map_err(|e| not_found_as(e, "account", id))?
+            .data;
+        Ok(Served {
+            data: organization_from(
+                Ids {
+                    account: &scope.account_id,
+                },
+                &updated,
+            ),
+            raw: session.raw,
+        })
     }
 
-    async fn delete_account(&self, _scope: &AccountScope, _id: &str) -> ServiceResult<()> {
-        Err(unsupported(
-            NAME,
-            "delete account",
-            "not built in this connector yet",
-        ))
+    async fn delete_account(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
+        let remote = remote_number(scope, ORGANIZATION, "account", id)?;
+        let mut session = self.inner.session(scope).await?;
+        session
+            .call(
+                Call::write(
+                    "organizations.delete",
+                    "DELETE",
+                    format!("/api/v2/organizations/{remote}"),
+                ),
+                |c| async move { c.delete_organization().id(remote).send().await },
+            )
+            .await
+            .map_err(|e| not_found_as(e, "account", id))?;
+        Ok(())
     }
 
     async fn list_lists(
@@ -1276,7 +1457,7 @@ impl CrmProvider for PipedriveConnector {
         Err(unsupported(
             NAME,
             "create custom field definition",
-            "not built in this connector yet",
+            "Pipedrive's API v2, which this connector uses, has no endpoint that creates person fields",
         ))
     }
 
@@ -1289,7 +1470,7 @@ impl CrmProvider for PipedriveConnector {
         Err(unsupported(
             NAME,
             "update custom field definition",
-            "not built in this connector yet",
+            "Pipedrive's API v2, which this connector uses, has no endpoint that changes person fields",
         ))
     }
 }
