@@ -96,7 +96,13 @@ impl Linked {
 
     async fn start_with(kind: Kind, creds: Creds, serve_args: &[&str]) -> Linked {
         let dir = tempfile::tempdir().unwrap();
-        let database = dir.path().join("crm.db").display().to_string();
+        // The store `CRM_TEST_STORE` names: a SQLite file, or a fresh PostgreSQL database.
+        let database = match crm_testkit::Store::from_env() {
+            crm_testkit::Store::Sqlite => dir.path().join("crm.db").display().to_string(),
+            crm_testkit::Store::Postgres => {
+                crm_testkit::PgCluster::shared().create_database().await
+            }
+        };
         let key_file = dir.path().join("secret.key");
         let generated = std::process::Command::new(binary())
             .args(["admin", "generate-secret-key"])
@@ -281,14 +287,29 @@ impl Linked {
         text
     }
 
-    /// The database file and its WAL, as bytes.
+    /// What the store holds, as bytes: a SQLite file and its WAL; on PostgreSQL, a
+    /// `pg_dump` of the whole database.
     fn stored_bytes(&self) -> Vec<u8> {
+        if self.database.starts_with("postgres") {
+            let out = std::process::Command::new(crm_testkit::pg_program("pg_dump"))
+                .args(["--data-only", &self.database])
+                .output()
+                .expect("pg_dump runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!out.stdout.is_empty());
+            return out.stdout;
+        }
         let mut bytes = Vec::new();
         for suffix in ["", "-wal"] {
             if let Ok(b) = std::fs::read(format!("{}{suffix}", self.database)) {
                 bytes.extend(b);
             }
         }
+        assert!(!bytes.is_empty(), "the SQLite file is read");
         bytes
     }
 }
