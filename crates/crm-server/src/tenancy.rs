@@ -37,7 +37,7 @@ pub enum TenancyError {
     NeedsCredentials(String),
     #[error("a linked account of the local provider takes no credentials and no base URL")]
     LocalTakesNoCredentials,
-    #[error("--base-url {0:?} is not an http:// or https:// URL")]
+    #[error("--base-url is not an http:// or https:// URL without a user name or password")]
     BadBaseUrl(String),
     #[error(transparent)]
     Vault(#[from] crate::providers::accounts::VaultError),
@@ -254,7 +254,12 @@ impl Tenancy {
             .map(|u| {
                 let trimmed = u.trim_end_matches('/');
                 match url::Url::parse(trimmed) {
-                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                    // No user name or password in it: it is shown by `list-accounts`.
+                    Ok(parsed)
+                        if matches!(parsed.scheme(), "http" | "https")
+                            && parsed.username().is_empty()
+                            && parsed.password().is_none() =>
+                    {
                         Ok(trimmed.to_owned())
                     }
                     _ => Err(TenancyError::BadBaseUrl(u.to_owned())),

@@ -1820,3 +1820,34 @@ async fn fifty_requests_on_three_replicas_under_an_expired_token_renew_it_once()
         .count();
     assert_eq!(token_calls, 1);
 }
+
+#[tokio::test]
+async fn a_base_url_with_credentials_in_it_is_refused_without_repeating_them() {
+    let l = Linked::start(Kind::HubSpot).await;
+    let file = l.dir.path().join("creds.json");
+    std::fs::write(&file, json!({"access_token": "tok-base-url"}).to_string()).unwrap();
+    let out = run_admin(
+        &l.database,
+        &l.key_file,
+        &[
+            "create-account",
+            "--project",
+            &l.project,
+            "--name",
+            "x",
+            "--provider",
+            "hubspot",
+            "--credentials",
+            file.to_str().unwrap(),
+            "--base-url",
+            "https://user:hunter2@example.com",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--base-url"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2") && !stderr.contains("tok-base-url"),
+        "{stderr}"
+    );
+}
