@@ -93,6 +93,25 @@ pub fn bind_numbered(statement: &mut Statement<'_>, values: &[&dyn ToSql]) -> ru
 mod tests {
     use super::*;
 
+    /// STAT4 makes SQLite prepare a statement again each time a parameter its plan depends
+    /// on is bound, once `ANALYZE` has run: every read would pay a parse and a plan.
+    /// `.cargo/config.toml` builds SQLite without it.
+    #[test]
+    fn sqlite_is_built_without_stat4() {
+        let conn = Connection::open_in_memory().unwrap();
+        let stat4: i64 = conn
+            .query_row(
+                "SELECT sqlite_compileoption_used('ENABLE_STAT4')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            stat4, 0,
+            "SQLite is built with STAT4 (see .cargo/config.toml)"
+        );
+    }
+
     #[test]
     fn parameters_bind_by_number_whatever_their_order_in_the_text() {
         let dir = tempfile::tempdir().unwrap();
