@@ -56,6 +56,30 @@ pub fn not_found(noun: &str, id: &str) -> ApiError {
     ApiError::not_found(format!("{noun} {id} not found"))
 }
 
+/// A provider 404 as the 404 of our record, the provider's answer kept.
+pub fn not_found_as(error: ApiError, noun: &str, id: &str) -> ApiError {
+    if error.status == axum::http::StatusCode::NOT_FOUND {
+        let mut ours = not_found(noun, id);
+        ours.details = error.details;
+        ours
+    } else {
+        error
+    }
+}
+
+/// `id` and `etag` are the server's, on create and update alike.
+pub fn refuse_server_fields(sent: &JsonObject, what: &str) -> Result<(), ApiError> {
+    for field in ["id", "etag"] {
+        if sent.contains_key(field) {
+            return Err(ApiError::unprocessable(
+                field,
+                format!("{field} is assigned by the server; leave it out of a {what}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An etag from a record's content: it changes on every write even where the provider's
 /// modification time has one-second resolution, since the content is in it.
 pub fn etag_of(parts: &[&Value]) -> String {

@@ -39,7 +39,8 @@ use super::accounts::RemoteAccount;
 use super::call::{Call, Connection, Limits, Provider, Session};
 use super::common::{
     DEFINITIONS_TTL, Ids, TtlCache, check_if_match, decode_cursor, encode_cursor, etag_of,
-    landed_create, not_found, record_create, typed_value, unsupported, value_text,
+    landed_create, not_found, not_found_as, record_create, refuse_server_fields, typed_value,
+    unsupported, value_text,
 };
 use super::credentials::{Credentials, OAuthTokens};
 use crate::db::Database;
@@ -511,17 +512,6 @@ async fn incremental(
     Ok((found.results, next))
 }
 
-/// A provider 404 as the 404 of our record, the provider's answer kept.
-fn not_found_as(error: ApiError, noun: &str, id: &str) -> ApiError {
-    if error.status == axum::http::StatusCode::NOT_FOUND {
-        let mut ours = not_found(noun, id);
-        ours.details = error.details;
-        ours
-    } else {
-        error
-    }
-}
-
 fn property<'a>(record: &'a types::ObjectRecord, name: &str) -> Option<&'a str> {
     record
         .properties
@@ -904,19 +894,6 @@ fn company_from(ids: Ids, record: &types::ObjectRecord) -> Account {
 
 fn company_etag(record: &types::ObjectRecord) -> String {
     etag(record, |k| COMPANY_PROPERTIES.contains(&k))
-}
-
-/// `id` and `etag` are the server's, on create and update alike.
-fn refuse_server_fields(sent: &JsonObject, what: &str) -> ServiceResult<()> {
-    for field in ["id", "etag"] {
-        if sent.contains_key(field) {
-            return Err(ApiError::unprocessable(
-                field,
-                format!("{field} is assigned by the server; leave it out of a {what}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The HubSpot properties a unified account write sets (only what was sent; `null` clears).

@@ -36,7 +36,7 @@ use super::accounts::RemoteAccount;
 use super::call::{Call, Connection, Limits, Provider, Session};
 use super::common::{
     DEFINITIONS_TTL, Ids, TtlCache, check_if_match, decode_cursor, encode_cursor, etag_of,
-    landed_create, not_found, record_create, unsupported,
+    landed_create, not_found, not_found_as, record_create, refuse_server_fields, unsupported,
 };
 use super::credentials::{Credentials, OAuthTokens};
 use crate::db::Database;
@@ -316,16 +316,6 @@ fn list_path(path: &str, limit: u32, cursor: Option<&str>, since: Option<DateTim
         ));
     }
     path
-}
-
-fn not_found_as(error: ApiError, noun: &str, id: &str) -> ApiError {
-    if error.status == axum::http::StatusCode::NOT_FOUND {
-        let mut ours = not_found(noun, id);
-        ours.details = error.details;
-        ours
-    } else {
-        error
-    }
 }
 
 fn remote_number(scope: &AccountScope, kind: &str, noun: &str, id: &str) -> ServiceResult<i64> {
@@ -780,14 +770,7 @@ fn organization_write_from(
     write: &Write<CrmCreateAccountRequestDto>,
 ) -> ServiceResult<OrganizationWrite> {
     let sent = &write.sent;
-    for field in ["id", "etag"] {
-        if sent.contains_key(field) {
-            return Err(ApiError::unprocessable(
-                field,
-                format!("{field} is assigned by the server; leave it out"),
-            ));
-        }
-    }
+    refuse_server_fields(sent, "write")?;
     const UNMAPPED: [&str; 6] = [
         "description",
         "industries",
