@@ -13,6 +13,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use crate::txn::{Txn, TxnError};
+
 /// Makes ring the process's TLS provider, once, before anything builds a TLS configuration.
 ///
 /// Two providers are compiled in: ring, which sqlx's PostgreSQL TLS uses, and aws-lc-rs,
@@ -235,8 +237,9 @@ pub struct Database {
     kind: StoreKind,
     /// SQLite only: the hot reads, run in place (see `sqlite_reads`).
     reads: Option<std::sync::Arc<crate::sqlite_reads::SqliteReads>>,
-    /// SQLite only: this process's writers queue here, in order, before `BEGIN IMMEDIATE`.
-    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite only: the writer whose transactions this process's writes share (see
+    /// `group_commit`).
+    writer: Option<std::sync::Arc<crate::group_commit::GroupWriter>>,
 }
 
 impl fmt::Debug for Database {
@@ -390,12 +393,18 @@ impl Database {
         let reads = url
             .sqlite_path()
             .map(|path| std::sync::Arc::new(crate::sqlite_reads::SqliteReads::new(&path)));
-        let write_gate = (kind == StoreKind::Sqlite).then(Default::default);
+        let writer = match url.sqlite_path() {
+            Some(path) => Some(std::sync::Arc::new(
+                crate::group_commit::GroupWriter::open(&path)
+                    .map_err(|e| failed(sqlx::Error::Protocol(e.to_string())))?,
+            )),
+            None => None,
+        };
         Ok(Database {
             pool,
             kind,
             reads,
-            write_gate,
+            writer,
         })
     }
 
@@ -437,31 +446,44 @@ impl Database {
         self.pool.close().await;
     }
 
-    /// The transaction every write runs in. On SQLite `BEGIN IMMEDIATE` takes the write lock
-    /// up front, so two writers never fail to upgrade a read lock; the writers of this
-    /// process first queue in order on an in-process gate, since SQLite's own busy handler
-    /// makes a waiting writer sleep (up to 100 ms a try), which left the slowest writes of a
-    /// burst waiting for half a second. Other processes (an `admin` command) still meet the
-    /// busy timeout. On PostgreSQL the rows a write reads are locked with `FOR UPDATE`.
+    /// The transaction of a write on the serving path. On SQLite it is one write in a
+    /// transaction shared with the writes running at the same time, committed once for all
+    /// of them (see `group_commit`): it is answered only after that commit. On PostgreSQL
+    /// it is a transaction of its own, and the rows a write reads are locked with
+    /// `FOR UPDATE`.
+    pub async fn begin(&self) -> Result<Txn, TxnError> {
+        let started = std::time::Instant::now();
+        let _waiting = crate::metrics::PoolWaiting::start();
+        match &self.writer {
+            Some(writer) => Ok(Txn::sqlite(
+                crate::group_commit::GroupWrite::begin(writer).await?,
+                started,
+            )),
+            None => Ok(Txn::postgres(self.pool.begin().await?, started)),
+        }
+    }
+
+    /// A sqlx transaction of its own, for the writes off the serving path (`admin`
+    /// commands, linked accounts' credentials). On SQLite it takes the writer's slot
+    /// first, after the shared transaction is committed, and `BEGIN IMMEDIATE` takes the
+    /// write lock up front; on PostgreSQL the rows a write reads are locked with
+    /// `FOR UPDATE`.
     pub async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
         let started = std::time::Instant::now();
-        let (tx, gate) = {
+        let (tx, slot) = {
             let _waiting = crate::metrics::PoolWaiting::start();
-            match self.kind {
-                StoreKind::Sqlite => {
-                    let gate = match &self.write_gate {
-                        Some(gate) => Some(gate.clone().lock_owned().await),
-                        None => None,
-                    };
-                    (self.pool.begin_with("BEGIN IMMEDIATE").await?, gate)
+            match &self.writer {
+                Some(writer) => {
+                    let slot = crate::group_commit::Slot::take(writer, true).await;
+                    (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(slot))
                 }
-                StoreKind::Postgres => (self.pool.begin().await?, None),
+                None => (self.pool.begin().await?, None),
             }
         };
         Ok(WriteTransaction {
             tx: Some(tx),
             started,
-            _gate: gate,
+            _slot: slot,
         })
     }
 
@@ -504,6 +526,17 @@ impl Database {
             "SELECT pg_current_xact_id()::text::bigint",
         );
         sqlx::query_scalar(sql).fetch_one(tx).await
+    }
+
+    /// [`Database::next_position`] in a [`Txn`].
+    pub async fn position_in(&self, tx: &mut Txn) -> Result<i64, TxnError> {
+        let sql = self.pick(
+            "UPDATE positions SET next = next + 1 RETURNING next",
+            "SELECT pg_current_xact_id()::text::bigint",
+        );
+        let row = tx.fetch_optional(sql, &[]).await?;
+        row.map(|r| r.int(0))
+            .ok_or(TxnError::Sqlx(sqlx::Error::RowNotFound))
     }
 }
 
@@ -589,9 +622,9 @@ impl Drop for Exclusive {
 pub struct WriteTransaction {
     tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
     started: std::time::Instant,
-    /// SQLite: this process's write gate, held until the transaction ends (declared after
-    /// `tx`, so a rollback on drop happens before the next writer goes).
-    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// SQLite: the writer's slot, held until the transaction ends (declared after `tx`, so
+    /// a rollback on drop is under way before the next writer goes).
+    _slot: Option<crate::group_commit::Slot>,
 }
 
 impl WriteTransaction {

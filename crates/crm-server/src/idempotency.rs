@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
+use crate::txn::args;
 use async_trait::async_trait;
 use crm_api::ApiError;
 use crm_api::service::{
     AccountScope, IdempotencyClaim, IdempotencyStore, ServiceResult, StoredResponse,
 };
-use sqlx::Row;
 
 use crate::clock::Clock;
 use crate::db::{Database, timestamp};
@@ -46,18 +46,17 @@ impl IdempotencyStore for IdempotencyKeys {
     ) -> ServiceResult<IdempotencyClaim> {
         let now = self.clock.now();
         let abandoned_before = timestamp(now - ABANDONED_CLAIM_AFTER);
-        let mut tx = self.db.begin_write().await.map_err(internal)?;
+        let mut tx = self.db.begin().await.map_err(internal)?;
+        let expired_before = timestamp(now - IDEMPOTENCY_KEY_LIFETIME);
+        let claimed_at = timestamp(now);
         // Keys live 24 hours. A claim whose request never finished (the server stopped
         // mid-way) is given up after a few minutes so that a retry can run; if its write
         // had landed (`record_id`), the key is kept so that the retry finds that record.
-        sqlx::query(
+        tx.execute(
             "DELETE FROM idempotency_keys WHERE project_id = $1 AND (created_at < $2
              OR (status IS NULL AND record_id IS NULL AND (claimed_at IS NULL OR claimed_at < $3)))",
+            args![&scope.project_id, &expired_before, &abandoned_before],
         )
-        .bind(&scope.project_id)
-        .bind(timestamp(now - IDEMPOTENCY_KEY_LIFETIME))
-        .bind(&abandoned_before)
-        .execute(&mut *tx)
         .await
         .map_err(internal)?;
         // Concurrent first claims of one key: one inserts, the others find its row (locked
@@ -67,32 +66,30 @@ impl IdempotencyStore for IdempotencyKeys {
         let mut attempts = 0;
         let row = loop {
             attempts += 1;
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at, claimed_at)
-                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (project_id, key) DO NOTHING",
-            )
-            .bind(&scope.project_id)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(timestamp(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
-            if inserted.rows_affected() == 1 {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO idempotency_keys (project_id, key, fingerprint, created_at, claimed_at)
+                     VALUES ($1, $2, $3, $4, $4) ON CONFLICT (project_id, key) DO NOTHING",
+                    args![&scope.project_id, key, fingerprint, &claimed_at],
+                )
+                .await
+                .map_err(internal)?;
+            if inserted == 1 {
                 tx.commit().await.map_err(internal)?;
                 return Ok(IdempotencyClaim::Proceed);
             }
-            let found = sqlx::query(self.db.pick(
-                "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
-                 WHERE project_id = $1 AND key = $2",
-                "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
-                 WHERE project_id = $1 AND key = $2 FOR UPDATE",
-            ))
-            .bind(&scope.project_id)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(internal)?;
+            let found = tx
+                .fetch_optional(
+                    self.db.pick(
+                        "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
+                         WHERE project_id = $1 AND key = $2",
+                        "SELECT fingerprint, status, headers, body, claimed_at FROM idempotency_keys
+                         WHERE project_id = $1 AND key = $2 FOR UPDATE",
+                    ),
+                    args![&scope.project_id, key],
+                )
+                .await
+                .map_err(internal)?;
             match found {
                 Some(row) => break row,
                 None if attempts < 3 => continue,
@@ -103,17 +100,14 @@ impl IdempotencyStore for IdempotencyKeys {
                 }
             }
         };
-        if row.get::<String, _>("fingerprint") != fingerprint {
+        if row.text(0) != fingerprint {
             return Err(ApiError::unprocessable(
                 "Idempotency-Key",
                 "this Idempotency-Key was used with another request; use a new key for a new request",
             ));
         }
-        let claim = match row.get::<Option<i64>, _>("status") {
-            None if row
-                .get::<Option<String>, _>("claimed_at")
-                .is_some_and(|at| at >= abandoned_before) =>
-            {
+        let claim = match row.opt_int(1) {
+            None if row.opt_text(4).is_some_and(|at| at >= abandoned_before) => {
                 return Err(ApiError::conflict(
                     "the first request with this Idempotency-Key is still running; retry later",
                 ));
@@ -121,26 +115,19 @@ impl IdempotencyStore for IdempotencyKeys {
             None => {
                 // Abandoned after its write landed: claim it again; the create finds the
                 // record it made.
-                sqlx::query(
+                tx.execute(
                     "UPDATE idempotency_keys SET claimed_at = $1 WHERE project_id = $2 AND key = $3",
+                    args![&claimed_at, &scope.project_id, key],
                 )
-                .bind(timestamp(now))
-                .bind(&scope.project_id)
-                .bind(key)
-                .execute(&mut *tx)
                 .await
                 .map_err(internal)?;
                 IdempotencyClaim::Proceed
             }
             Some(status) => IdempotencyClaim::Replay(StoredResponse {
                 status: u16::try_from(status).unwrap_or(200),
-                headers: serde_json::from_str(
-                    row.get::<Option<String>, _>("headers")
-                        .as_deref()
-                        .unwrap_or("[]"),
-                )
-                .unwrap_or_default(),
-                body: row.get::<Option<Vec<u8>>, _>("body").unwrap_or_default(),
+                headers: serde_json::from_str(row.opt_text(2).as_deref().unwrap_or("[]"))
+                    .unwrap_or_default(),
+                body: row.opt_blob(3).unwrap_or_default(),
             }),
         };
         tx.commit().await.map_err(internal)?;
@@ -153,41 +140,41 @@ impl IdempotencyStore for IdempotencyKeys {
         key: &str,
         response: &StoredResponse,
     ) -> ServiceResult<()> {
-        sqlx::query(
+        let headers = serde_json::to_string(&response.headers).unwrap_or_default();
+        let mut tx = self.db.begin().await.map_err(internal)?;
+        tx.execute(
             "UPDATE idempotency_keys SET status = $1, headers = $2, body = $3
              WHERE project_id = $4 AND key = $5",
+            args![
+                i64::from(response.status),
+                &headers,
+                response.body.as_slice(),
+                &scope.project_id,
+                key
+            ],
         )
-        .bind(i64::from(response.status))
-        .bind(serde_json::to_string(&response.headers).unwrap_or_default())
-        .bind(response.body.clone())
-        .bind(&scope.project_id)
-        .bind(key)
-        .execute(&mut *self.db.acquire().await.map_err(internal)?)
         .await
         .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
         Ok(())
     }
 
     async fn release_idempotency_key(&self, scope: &AccountScope, key: &str) -> ServiceResult<()> {
         // A key whose write landed stays, given up at once, so that a retry finds the
         // record; any other unfinished claim goes.
-        let mut tx = self.db.begin_write().await.map_err(internal)?;
-        sqlx::query(
+        let mut tx = self.db.begin().await.map_err(internal)?;
+        tx.execute(
             "DELETE FROM idempotency_keys
              WHERE project_id = $1 AND key = $2 AND status IS NULL AND record_id IS NULL",
+            args![&scope.project_id, key],
         )
-        .bind(&scope.project_id)
-        .bind(key)
-        .execute(&mut *tx)
         .await
         .map_err(internal)?;
-        sqlx::query(
+        tx.execute(
             "UPDATE idempotency_keys SET claimed_at = NULL
              WHERE project_id = $1 AND key = $2 AND status IS NULL",
+            args![&scope.project_id, key],
         )
-        .bind(&scope.project_id)
-        .bind(key)
-        .execute(&mut *tx)
         .await
         .map_err(internal)?;
         tx.commit().await.map_err(internal)?;

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod custom_fields;
 pub mod db;
 pub mod docs;
+pub mod group_commit;
 pub mod health;
 pub mod http;
 pub mod idempotency;
@@ -18,6 +19,7 @@ pub mod settings;
 pub mod sqlite_reads;
 pub mod tenancy;
 pub mod transfer;
+pub mod txn;
 
 use std::future::Future;
 use std::sync::Arc;

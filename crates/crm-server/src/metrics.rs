@@ -27,6 +27,8 @@ pub const POOL_WAITING: &str = "crm_db_pool_waiting";
 /// Seconds a write transaction took, from the wait for `BEGIN` to the end of `COMMIT`, by
 /// outcome (`commit`, `rollback`, `failed`).
 pub const WRITE_TRANSACTION_DURATION: &str = "crm_db_write_transaction_duration_seconds";
+/// SQLite: writes made durable by one group commit (see `group_commit`).
+pub const GROUP_COMMIT_WRITES: &str = "crm_db_group_commit_writes";
 
 /// Histogram buckets of every `*_duration_seconds` metric: 0.5 ms to 30 s.
 const BUCKETS: [f64; 15] = [
@@ -41,6 +43,11 @@ pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".to_owned()), &BUCKETS)
+            .expect("the buckets are not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(GROUP_COMMIT_WRITES.to_owned()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            )
             .expect("the buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -101,6 +108,11 @@ impl Drop for PoolWaiting {
 pub fn write_transaction(elapsed: Duration, outcome: &'static str) {
     metrics::histogram!(WRITE_TRANSACTION_DURATION, "outcome" => outcome)
         .record(elapsed.as_secs_f64());
+}
+
+/// Records how many writes one SQLite group commit carried.
+pub fn group_commit(writes: usize) {
+    metrics::histogram!(GROUP_COMMIT_WRITES).record(writes as f64);
 }
 
 #[cfg(test)]

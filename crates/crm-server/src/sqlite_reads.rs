@@ -78,12 +78,17 @@ impl SqliteReads {
 }
 
 /// Binds `values` to the parameters `$1`, `$2`, ... of `statement`, each by its name.
+/// SQLite numbers named parameters in the order they first appear; each is bound to the
+/// value its name's number picks.
 pub fn bind_numbered(statement: &mut Statement<'_>, values: &[&dyn ToSql]) -> rusqlite::Result<()> {
-    for (i, value) in values.iter().enumerate() {
-        let name = format!("${}", i + 1);
-        let index = statement
-            .parameter_index(&name)?
-            .ok_or_else(|| rusqlite::Error::InvalidParameterName(name))?;
+    for index in 1..=statement.parameter_count() {
+        let name = statement.parameter_name(index).unwrap_or_default();
+        let value = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|n| values.get(n))
+            .ok_or_else(|| rusqlite::Error::InvalidParameterName(name.to_owned()))?;
         statement.raw_bind_parameter(index, value)?;
     }
     Ok(())

@@ -406,11 +406,20 @@ pub(crate) fn read_failed(e: crate::sqlite_reads::ReadError) -> ApiError {
 
 /// A database failure, as the caller sees it: 503 when the database cannot be reached (it
 /// may come back; retry), 500 otherwise. The error itself goes to the log only.
-pub(crate) fn internal(e: sqlx::Error) -> ApiError {
-    let unreachable = matches!(
-        e,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-    ) || matches!(&e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")));
+pub(crate) fn internal(e: impl Into<crate::txn::TxnError>) -> ApiError {
+    use crate::group_commit::WriteError;
+    use crate::txn::TxnError;
+    let e = e.into();
+    let unreachable = match &e {
+        TxnError::Sqlx(e) => {
+            matches!(
+                e,
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+            ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+        }
+        TxnError::Sqlite(WriteError::Busy(_)) => true,
+        TxnError::Sqlite(_) => false,
+    };
     tracing::error!(error = %e, "database error");
     if unreachable {
         ApiError::new(

@@ -29,10 +29,11 @@ use sqlx::Row;
 
 use crate::clock::Clock;
 use crate::custom_fields;
-use crate::db::{Database, timestamp};
+use crate::db::{Database, Txn, TxnError, timestamp};
 use crate::rules::{self, Resource, parse_body, present, typed};
 use crate::sqlite_reads::bind_numbered;
 use crate::tenancy::{internal, read_failed};
+use crate::txn::args;
 
 pub use lists::MAX_ITEMS_PER_CALL;
 pub use paging::{EXPORT_BATCH, Order, Position, incremental_start_query, page_query};
@@ -48,10 +49,8 @@ enum Locator<'a> {
 }
 
 /// A unique index refused the write: another record already has the external id.
-fn conflict_or_internal(e: sqlx::Error) -> ApiError {
-    if let sqlx::Error::Database(db) = &e
-        && db.is_unique_violation()
-    {
+fn conflict_or_internal(e: TxnError) -> ApiError {
+    if e.is_unique_violation() {
         return ApiError::conflict(
             "another record of this linked account already has this external_id",
         )
@@ -74,7 +73,7 @@ impl LocalProvider {
 
     /// Checks a record's `custom_fields` against the definitions of its linked account.
     async fn resolve_custom_fields(
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Txn,
         scope: &AccountScope,
         record: &mut JsonObject,
     ) -> ServiceResult<()> {
@@ -85,16 +84,16 @@ impl LocalProvider {
         else {
             return Ok(());
         };
-        let rows =
-            sqlx::query("SELECT body FROM records WHERE linked_account_id = $1 AND kind = $2")
-                .bind(&scope.account_id)
-                .bind(CustomFieldDefinition::KIND)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(internal)?;
+        let rows = tx
+            .fetch_all(
+                "SELECT body FROM records WHERE linked_account_id = $1 AND kind = $2",
+                args![&scope.account_id, CustomFieldDefinition::KIND],
+            )
+            .await
+            .map_err(internal)?;
         let definitions = rows
             .into_iter()
-            .map(|r| typed::<CustomFieldDefinition>(&parse_body(r.get("body"))?))
+            .map(|r| typed::<CustomFieldDefinition>(&parse_body(&r.text(0))?))
             .collect::<Result<Vec<_>, _>>()?;
         let resolved = custom_fields::resolve(&entries, &definitions)?;
         record.insert("custom_fields".into(), Value::Array(resolved));
@@ -104,30 +103,28 @@ impl LocalProvider {
     /// The record an earlier run of this create already made under `key`, when that run
     /// wrote it but never recorded its answer (the server stopped in between).
     async fn landed_create<R: Resource>(
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut Txn,
         scope: &AccountScope,
         key: &str,
     ) -> ServiceResult<Option<JsonObject>> {
-        let landed: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT record_id FROM idempotency_keys WHERE project_id = $1 AND key = $2",
-        )
-        .bind(&scope.project_id)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
-        let Some(id) = landed.flatten() else {
+        let landed = tx
+            .fetch_optional(
+                "SELECT record_id FROM idempotency_keys WHERE project_id = $1 AND key = $2",
+                args![&scope.project_id, key],
+            )
+            .await
+            .map_err(internal)?;
+        let Some(id) = landed.and_then(|r| r.opt_text(0)) else {
             return Ok(None);
         };
-        let body: Option<String> = sqlx::query_scalar(
-            "SELECT body FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
-        )
-        .bind(&scope.account_id)
-        .bind(R::KIND)
-        .bind(&id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        let body = tx
+            .fetch_optional(
+                "SELECT body FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
+                args![&scope.account_id, R::KIND, &id],
+            )
+            .await
+            .map_err(internal)?
+            .map(|r| r.text(0));
         match body {
             Some(body) => parse_body(&body).map(Some),
             None => Err(ApiError::conflict(format!(
@@ -146,7 +143,18 @@ impl LocalProvider {
         let now = self.clock.now();
         let id = uuid::Uuid::new_v4().to_string();
         let mut record = rules::new_record::<R>(&write.sent, &id, now)?;
-        let mut tx = self.db.begin_write().await.map_err(internal)?;
+        // A record without custom field values needs nothing from the store to be checked
+        // and encoded, so that is done before the write starts: on SQLite the writes of the
+        // process take turns, and each turn is kept to the statements.
+        let needs_definitions = R::CUSTOM_FIELDS
+            && record
+                .get("custom_fields")
+                .is_some_and(|v| v.as_array().is_some());
+        let encoded = match needs_definitions {
+            false => Some(encode::<R>(&record)?),
+            true => None,
+        };
+        let mut tx = self.db.begin().await.map_err(internal)?;
         if let Some(key) = &write.idempotency_key
             && let Some(stored) = Self::landed_create::<R>(&mut tx, scope, key).await?
         {
@@ -158,40 +166,42 @@ impl LocalProvider {
                 raw: vec![raw],
             });
         }
-        if R::CUSTOM_FIELDS {
-            Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
-        }
-        let data: R = typed(&record)?;
-        let stored = rules::to_object(&data)?;
+        let (stored, body) = match encoded {
+            Some(encoded) => encoded,
+            None => {
+                Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
+                encode::<R>(&record)?
+            }
+        };
         let passthrough = write
             .sent
             .get("passthrough")
             .filter(|p| !p.is_null())
             .map(Value::to_string);
-        let position = self.db.next_position(&mut tx).await.map_err(internal)?;
-        sqlx::query(
+        let position = self.db.position_in(&mut tx).await.map_err(internal)?;
+        let created = timestamp(now);
+        let external_id = rules::external_id(&stored);
+        tx.execute(
             "INSERT INTO records (linked_account_id, kind, id, body, passthrough, created_at, updated_at, external_id, created_pos, updated_pos)
              VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $8)",
+            args![
+                &scope.account_id,
+                R::KIND,
+                &id,
+                &body,
+                &passthrough,
+                &created,
+                external_id.as_deref(),
+                position
+            ],
         )
-        .bind(&scope.account_id)
-        .bind(R::KIND)
-        .bind(&id)
-        .bind(Value::Object(stored.clone()).to_string())
-        .bind(passthrough)
-        .bind(timestamp(now))
-        .bind(rules::external_id(&stored))
-        .bind(position)
-        .execute(&mut *tx)
         .await
         .map_err(conflict_or_internal)?;
         if let Some(key) = &write.idempotency_key {
-            sqlx::query(
+            tx.execute(
                 "UPDATE idempotency_keys SET record_id = $1 WHERE project_id = $2 AND key = $3",
+                args![&id, &scope.project_id, key.as_str()],
             )
-            .bind(&id)
-            .bind(&scope.project_id)
-            .bind(key)
-            .execute(&mut *tx)
             .await
             .map_err(internal)?;
         }
@@ -211,7 +221,7 @@ impl LocalProvider {
         write: Write<D>,
     ) -> ServiceResult<Served<(i64, R)>> {
         let now = self.clock.now();
-        let mut tx = self.db.begin_write().await.map_err(internal)?;
+        let mut tx = self.db.begin().await.map_err(internal)?;
         let (column, value, sql) = match at {
             Locator::Id(id) => (
                 "id",
@@ -230,18 +240,15 @@ impl LocalProvider {
                 ),
             ),
         };
-        let row = sqlx::query(sql)
-            .bind(&scope.account_id)
-            .bind(R::KIND)
-            .bind(value)
-            .fetch_optional(&mut *tx)
+        let row = tx
+            .fetch_optional(sql, args![&scope.account_id, R::KIND, value])
             .await
             .map_err(internal)?
             .ok_or_else(|| {
                 ApiError::not_found(format!("{} with {column} {value} not found", R::NOUN))
             })?;
-        let seq: i64 = row.get("seq");
-        let mut record = parse_body(row.get("body"))?;
+        let seq = row.int(0);
+        let mut record = parse_body(&row.text(1))?;
         let type_before = rules::type_of(&record);
         rules::apply_update::<R>(&mut record, &write.sent, write.if_match.as_deref(), now)?;
         if R::TYPE_FIXED_BY_ITEMS
@@ -256,26 +263,28 @@ impl LocalProvider {
         if R::CUSTOM_FIELDS {
             Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
         }
-        let data: R = typed(&record)?;
-        let stored = rules::to_object(&data)?;
+        let (stored, body) = encode::<R>(&record)?;
         let passthrough = match write.sent.get("passthrough") {
             Some(Value::Null) => None,
             Some(p) => Some(p.to_string()),
-            None => row.get::<Option<String>, _>("passthrough"),
+            None => row.opt_text(2),
         };
-        let position = self.db.next_position(&mut tx).await.map_err(internal)?;
-        sqlx::query(
+        let position = self.db.position_in(&mut tx).await.map_err(internal)?;
+        let updated = timestamp(now);
+        let external_id = rules::external_id(&stored);
+        tx.execute(
             "UPDATE records SET body = $1, passthrough = $2, updated_at = $3, external_id = $4, updated_pos = $5
              WHERE linked_account_id = $6 AND seq = $7",
+            args![
+                &body,
+                &passthrough,
+                &updated,
+                external_id.as_deref(),
+                position,
+                &scope.account_id,
+                seq
+            ],
         )
-        .bind(Value::Object(stored.clone()).to_string())
-        .bind(passthrough)
-        .bind(timestamp(now))
-        .bind(rules::external_id(&stored))
-        .bind(position)
-        .bind(&scope.account_id)
-        .bind(seq)
-        .execute(&mut *tx)
         .await
         .map_err(conflict_or_internal)?;
         tx.commit().await.map_err(internal)?;
@@ -412,17 +421,15 @@ impl LocalProvider {
     }
 
     async fn delete<R: Resource>(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
-        let mut tx = self.db.begin_write().await.map_err(internal)?;
-        let deleted = sqlx::query(
-            "DELETE FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
-        )
-        .bind(&scope.account_id)
-        .bind(R::KIND)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
-        if deleted.rows_affected() == 0 {
+        let mut tx = self.db.begin().await.map_err(internal)?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
+                args![&scope.account_id, R::KIND, id],
+            )
+            .await
+            .map_err(internal)?;
+        if deleted == 0 {
             return Err(rules::not_found::<R>(id));
         }
         // A deleted record leaves every list of its linked account.
@@ -430,6 +437,15 @@ impl LocalProvider {
         tx.commit().await.map_err(internal)?;
         Ok(())
     }
+}
+
+/// A record checked against its kind's model, as stored: the object and its JSON text.
+fn encode<R: Resource>(record: &JsonObject) -> ServiceResult<(JsonObject, String)> {
+    let data: R = typed(record)?;
+    let stored = rules::to_object(&data)?;
+    let body = serde_json::to_string(&stored)
+        .map_err(|e| ApiError::internal(format!("could not encode a record: {e}")))?;
+    Ok((stored, body))
 }
 
 /// A stored mapping (JSON) as the map it is; none stored is the empty mapping.
@@ -556,16 +572,16 @@ impl CrmProvider for LocalProvider {
                 ));
             }
         }
-        sqlx::query(
+        let mappings = serde_json::to_string(&mapping.mappings).unwrap_or_default();
+        let mut tx = self.db.begin().await.map_err(internal)?;
+        tx.execute(
             "INSERT INTO unified_custom_fields (project_id, kind, mappings) VALUES ($1, $2, $3)
              ON CONFLICT (project_id, kind) DO UPDATE SET mappings = excluded.mappings",
+            args![&scope.project_id, Contact::KIND, &mappings],
         )
-        .bind(&scope.project_id)
-        .bind(Contact::KIND)
-        .bind(serde_json::to_string(&mapping.mappings).unwrap_or_default())
-        .execute(&mut *self.db.acquire().await.map_err(internal)?)
         .await
         .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
         Ok(mapping)
     }
 

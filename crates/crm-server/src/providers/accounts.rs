@@ -17,6 +17,7 @@ use sqlx::Row;
 
 use super::credentials::{Credentials, CredentialsError, OAuthTokens, SecretKey, sealed_key_id};
 use crate::db::{Database, timestamp};
+use crate::txn::args;
 
 /// The providers a linked account may be of, besides `local`.
 pub const REMOTE_PROVIDERS: [&str; 2] = ["hubspot", "pipedrive"];
@@ -42,6 +43,8 @@ pub enum VaultError {
     NoKey(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Write(#[from] crate::txn::TxnError),
 }
 
 /// A linked account of a real CRM, with its credentials opened.
@@ -181,15 +184,14 @@ impl Vault {
     /// account `active`.
     async fn store(&self, account_id: &str, credentials: &Credentials) -> Result<(), VaultError> {
         let sealed = self.seal(account_id, credentials)?;
-        sqlx::query(
+        let mut tx = self.db.begin().await?;
+        tx.execute(
             "UPDATE linked_accounts SET credentials = $1, credentials_version = credentials_version + 1, \
              status = $2 WHERE id = $3",
+            args![&sealed, ACTIVE, account_id],
         )
-        .bind(sealed)
-        .bind(ACTIVE)
-        .bind(account_id)
-        .execute(self.db.pool())
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -236,11 +238,13 @@ impl Vault {
 
     /// Marks an account `needs_reauth`: its provider refused to renew its token.
     pub async fn mark_needs_reauth(&self, account_id: &str) -> Result<(), VaultError> {
-        sqlx::query("UPDATE linked_accounts SET status = $1 WHERE id = $2")
-            .bind(NEEDS_REAUTH)
-            .bind(account_id)
-            .execute(self.db.pool())
-            .await?;
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "UPDATE linked_accounts SET status = $1 WHERE id = $2",
+            args![NEEDS_REAUTH, account_id],
+        )
+        .await?;
+        tx.commit().await?;
         tracing::warn!(
             account = account_id,
             "the provider refused to renew the account's token; it needs new credentials"

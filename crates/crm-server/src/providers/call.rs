@@ -715,6 +715,7 @@ fn needs_reauth(account_id: &str, provider: &str) -> ApiError {
 fn vault_failure(error: VaultError) -> ApiError {
     match error {
         VaultError::Database(e) => crate::tenancy::internal(e),
+        VaultError::Write(e) => crate::tenancy::internal(e),
         other => {
             tracing::error!(error = %other, "linked account credentials");
             ApiError::internal(other.to_string())

@@ -268,14 +268,14 @@ pub async fn record_create(
     id: &str,
 ) -> Result<(), ApiError> {
     let Some(key) = key else { return Ok(()) };
-    sqlx::query("UPDATE idempotency_keys SET record_id = $1 WHERE project_id = $2 AND key = $3")
-        .bind(id)
-        .bind(&scope.project_id)
-        .bind(key)
-        .execute(db.pool())
-        .await
-        .map_err(internal)?;
-    Ok(())
+    let mut tx = db.begin().await.map_err(internal)?;
+    tx.execute(
+        "UPDATE idempotency_keys SET record_id = $1 WHERE project_id = $2 AND key = $3",
+        crate::txn::args![id, &scope.project_id, key],
+    )
+    .await
+    .map_err(internal)?;
+    tx.commit().await.map_err(internal)
 }
 
 /// The `If-Match` check of a connector: the current record's etag is read first (one call),

@@ -1,0 +1,543 @@
+//! Group commit on a SQLite store: the concurrent writes of one process share a
+//! transaction, and one `COMMIT` (one sync of the WAL) makes them all durable.
+//!
+//! Every write on SQLite is serialised anyway (one writer at a time), and with
+//! `synchronous = FULL` most of a lone write's time was its own `COMMIT` and the sqlx round
+//! trips around it. Here the writes run in place on one read-write connection:
+//! - a write takes the writer's slot (in the order writers asked for it), opens the shared
+//!   transaction if none is open (`BEGIN IMMEDIATE`), and runs inside a savepoint of its own,
+//!   so a write that fails rolls back alone;
+//! - when it is done it hands the slot to the next writer waiting, and the transaction stays
+//!   open for it; the last writer of a burst (nobody waiting, or [`MAX_BATCH`] writes in the
+//!   transaction) commits, on a blocking thread;
+//! - every write waits for the `COMMIT` of its transaction before it is answered, so what is
+//!   acknowledged is on disk. When that `COMMIT` fails, every write of the transaction fails.
+//!
+//! Writers that need a transaction of their own on sqlx (`admin` work, the connectors' account
+//! updates) take the slot [`Slot::exclusive`]ly: the open transaction is committed first.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{oneshot, watch};
+
+/// The most writes one transaction holds; then it is committed even while writers wait, so a
+/// steady stream of writes still sees its commits.
+pub const MAX_BATCH: usize = 128;
+
+/// How long a write waits for another process (an `admin` command) to finish its own write.
+const BUSY_FOR: Duration = Duration::from_secs(10);
+
+/// How a transaction ended: committed, or the reason it did not.
+type Outcome = Result<(), Arc<str>>;
+
+/// A write failed; the message is SQLite's (it never holds a value of the write).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("SQLite write: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the transaction shared with other writes failed: {0}")]
+    Batch(Arc<str>),
+    #[error("another process held the database's write lock for {0:?}")]
+    Busy(Duration),
+}
+
+/// The one read-write connection of a SQLite store, and who holds it.
+pub struct GroupWriter {
+    conn: Mutex<Connection>,
+    state: Mutex<State>,
+    /// Transactions committed, for tests and logs.
+    commits: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for GroupWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupWriter").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// A writer holds the slot.
+    busy: bool,
+    /// Writers waiting for the slot, in order.
+    waiters: VecDeque<Waiter>,
+    /// The open transaction, if any.
+    batch: Option<OpenBatch>,
+}
+
+struct Waiter {
+    wake: oneshot::Sender<()>,
+    exclusive: bool,
+}
+
+struct OpenBatch {
+    /// Writes done (savepoint released) in this transaction.
+    writes: usize,
+    done: Arc<watch::Sender<Option<Outcome>>>,
+}
+
+impl GroupWriter {
+    /// Opens the store's file for writing, with the durability settings of the store.
+    pub fn open(path: &Path) -> rusqlite::Result<GroupWriter> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // No busy handler: `BEGIN IMMEDIATE` is retried without blocking the runtime.
+        conn.busy_timeout(Duration::ZERO)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(GroupWriter {
+            conn: Mutex::new(conn),
+            state: Mutex::new(State::default()),
+            commits: Default::default(),
+        })
+    }
+
+    /// How many transactions this writer committed (or tried to).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the connection. Only the holder of the slot calls it.
+    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.conn())
+    }
+
+    /// Commits the open transaction, if any, and tells its writes how it went.
+    fn commit_open(&self) {
+        let Some(batch) = self.state().batch.take() else {
+            return;
+        };
+        let outcome = self
+            .conn()
+            .execute_batch("COMMIT")
+            .map_err(|e| Arc::<str>::from(e.to_string()));
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, writes = batch.writes, "a group commit failed");
+            let conn = self.conn();
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::group_commit(batch.writes);
+        batch.done.send_replace(Some(outcome));
+    }
+
+    /// Gives the slot up: to the next writer waiting, or, when nobody waits (or the
+    /// transaction is full, or the next writer wants a transaction of its own), after
+    /// committing the open transaction. Blocks for the `COMMIT`: call it where that is fine.
+    fn release_blocking(&self) {
+        loop {
+            let mut state = self.state();
+            // Writers that gave up waiting are passed over.
+            while state.waiters.front().is_some_and(|w| w.wake.is_closed()) {
+                state.waiters.pop_front();
+            }
+            if needs_commit(&state) {
+                drop(state);
+                self.commit_open();
+                continue;
+            }
+            match state.waiters.pop_front() {
+                Some(waiter) => {
+                    if waiter.wake.send(()).is_ok() {
+                        return;
+                    }
+                    // It gave up just now: decide again.
+                }
+                None => {
+                    state.busy = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Gives the slot up without blocking the caller: a `COMMIT` it needs runs on a
+    /// blocking thread.
+    fn release(self: &Arc<Self>) {
+        if needs_commit(&self.state()) {
+            let writer = self.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn_blocking(move || writer.release_blocking());
+                }
+                Err(_) => writer.release_blocking(),
+            }
+        } else {
+            self.release_blocking();
+        }
+    }
+}
+
+/// Whether the slot can only be given up after a `COMMIT`: a transaction is open and nobody
+/// waits to join it (or it is full, or the next writer wants a transaction of its own).
+fn needs_commit(state: &State) -> bool {
+    state.batch.as_ref().is_some_and(|b| {
+        b.writes >= MAX_BATCH
+            || state
+                .waiters
+                .iter()
+                .find(|w| !w.wake.is_closed())
+                .is_none_or(|w| w.exclusive)
+    })
+}
+
+/// The writer's slot, held until dropped. Dropping it releases it (see
+/// [`GroupWriter::release`]).
+pub struct Slot {
+    writer: Arc<GroupWriter>,
+}
+
+impl Slot {
+    /// Waits for the slot. `exclusive`: the caller writes through its own connection, so
+    /// the shared transaction is committed before it gets the slot.
+    pub async fn take(writer: &Arc<GroupWriter>, exclusive: bool) -> Slot {
+        let wake = {
+            let mut state = writer.state();
+            if !state.busy {
+                state.busy = true;
+                None
+            } else {
+                let (wake, woken) = oneshot::channel();
+                state.waiters.push_back(Waiter { wake, exclusive });
+                Some(woken)
+            }
+        };
+        if let Some(woken) = wake {
+            let mut waiting = Waiting {
+                woken: Some(woken),
+                writer: writer.clone(),
+            };
+            if let Some(woken) = waiting.woken.as_mut() {
+                // The sender is only dropped after a send or once it saw this side closed.
+                let _ = woken.await;
+            }
+            waiting.woken = None;
+        }
+        // Handed over by `release_blocking`, which commits before it hands the slot to an
+        // exclusive writer, or free, which means no transaction is open.
+        Slot {
+            writer: writer.clone(),
+        }
+    }
+
+    pub fn writer(&self) -> &GroupWriter {
+        &self.writer
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.writer.release();
+    }
+}
+
+/// A writer waiting for the slot. Dropped while waiting (its request was given up), it
+/// passes on a slot that was handed to it meanwhile.
+struct Waiting {
+    /// `None` once the slot was received.
+    woken: Option<oneshot::Receiver<()>>,
+    writer: Arc<GroupWriter>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut woken) = self.woken.take() {
+            woken.close();
+            if woken.try_recv().is_ok() {
+                self.writer.release();
+            }
+        }
+    }
+}
+
+/// One write inside the shared transaction: its savepoint, and the transaction it joined.
+pub struct GroupWrite {
+    slot: Option<Slot>,
+    done: Arc<watch::Sender<Option<Outcome>>>,
+}
+
+impl GroupWrite {
+    /// Takes the slot, joins (or opens) the shared transaction and opens this write's
+    /// savepoint.
+    pub async fn begin(writer: &Arc<GroupWriter>) -> Result<GroupWrite, WriteError> {
+        let slot = Slot::take(writer, false).await;
+        let open = writer.state().batch.as_ref().map(|b| b.done.clone());
+        let done = match open {
+            Some(done) => done,
+            None => {
+                begin_immediate(writer).await?;
+                let done = Arc::new(watch::Sender::new(None));
+                writer.state().batch = Some(OpenBatch {
+                    writes: 0,
+                    done: done.clone(),
+                });
+                done
+            }
+        };
+        writer.with_conn(|c| c.execute_batch("SAVEPOINT w"))?;
+        Ok(GroupWrite {
+            slot: Some(slot),
+            done,
+        })
+    }
+
+    pub fn writer(&self) -> &GroupWriter {
+        self.slot
+            .as_ref()
+            .expect("held until the write ends")
+            .writer()
+    }
+
+    /// Ends the write and waits until its transaction is committed: once this returns `Ok`,
+    /// the write is durable.
+    pub async fn commit(mut self) -> Result<(), WriteError> {
+        let slot = self.slot.take().expect("committed once");
+        let released = slot.writer().with_conn(|c| c.execute_batch("RELEASE w"));
+        if let Err(e) = released {
+            self.slot = Some(slot);
+            return Err(e.into());
+        }
+        if let Some(batch) = slot.writer().state().batch.as_mut() {
+            batch.writes += 1;
+        }
+        let mut done = self.done.subscribe();
+        drop(slot);
+        let outcome = done
+            .wait_for(Option::is_some)
+            .await
+            .map(|o| o.clone().unwrap_or(Ok(())))
+            .unwrap_or_else(|_| Err("the writer stopped".into()));
+        outcome.map_err(WriteError::Batch)
+    }
+}
+
+impl Drop for GroupWrite {
+    /// Not committed: only this write's savepoint rolls back. When the failure took the
+    /// whole transaction with it (SQLite rolls back on some errors), the other writes of
+    /// the transaction are told.
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let writer = slot.writer();
+        let gone = writer.with_conn(|c| {
+            if c.is_autocommit() {
+                return true;
+            }
+            c.execute_batch("ROLLBACK TO w; RELEASE w").is_err()
+        });
+        if gone {
+            let batch = writer.state().batch.take();
+            if let Some(batch) = batch {
+                writer.with_conn(|c| {
+                    if !c.is_autocommit() {
+                        let _ = c.execute_batch("ROLLBACK");
+                    }
+                });
+                batch
+                    .done
+                    .send_replace(Some(Err("the transaction was rolled back".into())));
+            }
+        }
+    }
+}
+
+/// `BEGIN IMMEDIATE`, waiting (without blocking the runtime) while another process writes.
+async fn begin_immediate(writer: &GroupWriter) -> Result<(), WriteError> {
+    let started = Instant::now();
+    loop {
+        match writer.with_conn(|c| c.execute_batch("BEGIN IMMEDIATE")) {
+            Ok(()) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    || e.code == rusqlite::ErrorCode::DatabaseLocked =>
+            {
+                if started.elapsed() > BUSY_FOR {
+                    return Err(WriteError::Busy(BUSY_FOR));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Arc<GroupWriter>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE t (v INTEGER NOT NULL UNIQUE,
+                     parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+        let writer = Arc::new(GroupWriter::open(&path).unwrap());
+        (dir, writer)
+    }
+
+    fn insert(write: &GroupWrite, v: i64, parent: Option<i64>) -> rusqlite::Result<usize> {
+        write
+            .writer()
+            .with_conn(|c| c.execute("INSERT INTO t (v, parent) VALUES (?1, ?2)", (v, parent)))
+    }
+
+    /// What another connection sees: only what was committed.
+    fn committed(dir: &tempfile::TempDir) -> Vec<i64> {
+        let conn = Connection::open(dir.path().join("t.db")).unwrap();
+        let mut s = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits_and_all_land() {
+        let (dir, writer) = store();
+        let tasks: Vec<_> = (0..200)
+            .map(|v| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let write = GroupWrite::begin(&writer).await.unwrap();
+                    insert(&write, v, None).unwrap();
+                    write.commit().await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(committed(&dir), (0..200).collect::<Vec<_>>());
+        let commits = writer.commits();
+        assert!(
+            (1..200).contains(&commits),
+            "200 concurrent writes took {commits} commits"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_write_is_committed_and_a_failed_one_rolls_back_alone() {
+        let (dir, writer) = store();
+        let first = GroupWrite::begin(&writer).await.unwrap();
+        insert(&first, 1, None).unwrap();
+        // Two more writers wait while the first holds the slot.
+        let failing = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let write = GroupWrite::begin(&writer).await.unwrap();
+                insert(&write, 2, None).unwrap();
+                // The same value again: refused by the unique index; the write is dropped.
+                assert!(insert(&write, 1, None).is_err());
+            }
+        });
+        let third = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let write = GroupWrite::begin(&writer).await.unwrap();
+                insert(&write, 3, None).unwrap();
+                write.commit().await
+            }
+        });
+        tokio::task::yield_now().await;
+        first.commit().await.unwrap();
+        failing.await.unwrap();
+        third.await.unwrap().unwrap();
+        assert_eq!(committed(&dir), vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn when_the_commit_fails_every_write_of_the_transaction_fails() {
+        let (dir, writer) = store();
+        let first = GroupWrite::begin(&writer).await.unwrap();
+        insert(&first, 1, None).unwrap();
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let write = GroupWrite::begin(&writer).await.unwrap();
+                // A parent that does not exist: the deferred key fails the COMMIT.
+                insert(&write, 2, Some(99)).unwrap();
+                write.commit().await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(matches!(first.commit().await, Err(WriteError::Batch(_))));
+        assert!(matches!(second.await.unwrap(), Err(WriteError::Batch(_))));
+        assert!(committed(&dir).is_empty());
+        // The writer goes on.
+        let next = GroupWrite::begin(&writer).await.unwrap();
+        insert(&next, 4, None).unwrap();
+        next.commit().await.unwrap();
+        assert_eq!(committed(&dir), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_gives_up_waiting_does_not_stall_the_others() {
+        let (dir, writer) = store();
+        let first = GroupWrite::begin(&writer).await.unwrap();
+        insert(&first, 1, None).unwrap();
+        let given_up = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let _ = GroupWrite::begin(&writer).await;
+            }
+        });
+        tokio::task::yield_now().await;
+        given_up.abort();
+        let _ = given_up.await;
+        first.commit().await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), GroupWrite::begin(&writer))
+            .await
+            .expect("the slot is free")
+            .unwrap();
+        insert(&next, 2, None).unwrap();
+        next.commit().await.unwrap();
+        assert_eq!(committed(&dir), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn an_exclusive_writer_gets_the_slot_only_after_the_commit() {
+        let (dir, writer) = store();
+        let first = GroupWrite::begin(&writer).await.unwrap();
+        insert(&first, 1, None).unwrap();
+        let exclusive = tokio::spawn({
+            let writer = writer.clone();
+            let path = dir.path().join("t.db");
+            async move {
+                let _slot = Slot::take(&writer, true).await;
+                // Another connection sees the first write committed, and can write.
+                let conn = Connection::open(path).unwrap();
+                conn.execute("INSERT INTO t (v) VALUES (2)", ()).unwrap();
+            }
+        });
+        tokio::task::yield_now().await;
+        first.commit().await.unwrap();
+        exclusive.await.unwrap();
+        assert_eq!(committed(&dir), vec![1, 2]);
+    }
+}
