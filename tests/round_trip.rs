@@ -342,6 +342,82 @@ async fn paging_is_stable_under_concurrent_inserts() {
     server.stop().await;
 }
 
+/// Updates of one contact at the same time, each to another field: none is lost. The
+/// server works an update out before its transaction, from the record it read, and must
+/// notice when another write changed the record in between.
+#[tokio::test]
+async fn concurrent_updates_of_one_record_lose_none() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let account = server.account_id.clone();
+    let id = client
+        .crm_create_contact()
+        .x_account_id(&account)
+        // No custom field values: the update is worked out before its transaction.
+        .body(types::CrmCreateContactRequestDto {
+            last_name: Some("Writes".parse().unwrap()),
+            ..Default::default()
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data
+        .id
+        .unwrap();
+    type Set = fn(&mut types::CrmCreateContactRequestDto, String);
+    let fields: [(&str, Set); 6] = [
+        ("first_name", |b, v| b.first_name = Some(v)),
+        ("company_name", |b, v| b.company_name = Some(v)),
+        ("title", |b, v| b.title = Some(v)),
+        ("salutation", |b, v| b.salutation = Some(v)),
+        ("department", |b, v| b.department = Some(v)),
+        ("lead_source", |b, v| b.lead_source = Some(v)),
+    ];
+    for round in 0..20 {
+        // Each field three times over, so that reads and writes of the record overlap.
+        let updates = fields
+            .iter()
+            .cycle()
+            .take(3 * fields.len())
+            .map(|(name, set)| {
+                let client = server.client();
+                let (account, id) = (account.clone(), id.clone());
+                let mut body = types::CrmCreateContactRequestDto::default();
+                set(&mut body, format!("{name}-{round}"));
+                async move {
+                    client
+                        .crm_update_contact()
+                        .x_account_id(&account)
+                        .id(&id)
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            });
+        futures::future::join_all(updates).await;
+        let stored = json(
+            &client
+                .crm_get_contact()
+                .x_account_id(&account)
+                .id(&id)
+                .send()
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        for (name, _) in &fields {
+            assert_eq!(
+                stored["data"][name],
+                format!("{name}-{round}"),
+                "round {round}: the update of {name} was lost"
+            );
+        }
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn accounts_every_operation() {
     let server = TestServer::start().await;

@@ -394,10 +394,10 @@ impl Database {
             .sqlite_path()
             .map(|path| std::sync::Arc::new(crate::sqlite_reads::SqliteReads::new(&path)));
         let writer = match url.sqlite_path() {
-            Some(path) => Some(std::sync::Arc::new(
-                crate::group_commit::GroupWriter::open(&path)
+            Some(path) => Some(
+                crate::group_commit::GroupWriter::start(&path)
                     .map_err(|e| failed(sqlx::Error::Protocol(e.to_string())))?,
-            )),
+            ),
             None => None,
         };
         Ok(Database {
@@ -460,6 +460,28 @@ impl Database {
                 started,
             )),
             None => Ok(Txn::postgres(self.pool.begin().await?, started)),
+        }
+    }
+
+    /// [`Database::begin`] for a write of exactly one statement: on PostgreSQL the
+    /// statement runs as its own transaction, without the `BEGIN` and `COMMIT` round trips.
+    pub async fn begin_alone(&self) -> Result<Txn, TxnError> {
+        match self.kind {
+            StoreKind::Sqlite => self.begin().await,
+            StoreKind::Postgres => Ok(Txn::postgres_alone(
+                self.pool.clone(),
+                std::time::Instant::now(),
+            )),
+        }
+    }
+
+    /// The position a write gets: on SQLite, from [`Database::position_in`]; on PostgreSQL
+    /// `None`, and the statement that writes it takes its transaction id in place
+    /// (`COALESCE($n, pg_current_xact_id()::text::bigint)`), which spares a round trip.
+    pub async fn position_for(&self, tx: &mut Txn) -> Result<Option<i64>, TxnError> {
+        match self.kind {
+            StoreKind::Sqlite => self.position_in(tx).await.map(Some),
+            StoreKind::Postgres => Ok(None),
         }
     }
 

@@ -43,6 +43,8 @@ pub enum WriteError {
     Batch(Arc<str>),
     #[error("another process held the database's write lock for {0:?}")]
     Busy(Duration),
+    #[error("cannot start the checkpoint thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The one read-write connection of a SQLite store, and who holds it.
@@ -92,12 +94,32 @@ impl GroupWriter {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )?;
+        // Checkpoints run on a thread of their own (see `checkpoints`), not inside a COMMIT
+        // that writes wait for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.set_prepared_statement_cache_capacity(64);
-        Ok(GroupWriter {
+        let writer = GroupWriter {
             conn: Mutex::new(conn),
             state: Mutex::new(State::default()),
             commits: Default::default(),
-        })
+        };
+        Ok(writer)
+    }
+
+    /// Opens the writer and starts its checkpoints (see [`checkpoints`]).
+    pub fn start(path: &Path) -> Result<Arc<GroupWriter>, WriteError> {
+        let writer = Arc::new(GroupWriter::open(path)?);
+        let checkpointer = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        checkpointer.busy_timeout(Duration::ZERO)?;
+        let watched = Arc::downgrade(&writer);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoints(&checkpointer, &watched))
+            .map_err(WriteError::Thread)?;
+        Ok(writer)
     }
 
     /// How many transactions this writer committed (or tried to).
@@ -125,7 +147,9 @@ impl GroupWriter {
         };
         let outcome = self
             .conn()
-            .execute_batch("COMMIT")
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
             .map_err(|e| Arc::<str>::from(e.to_string()));
         if let Err(e) = &outcome {
             tracing::error!(error = %e, writes = batch.writes, "a group commit failed");
@@ -293,7 +317,7 @@ impl GroupWrite {
                 done
             }
         };
-        writer.with_conn(|c| c.execute_batch("SAVEPOINT w"))?;
+        writer.with_conn(|c| run(c, "SAVEPOINT w"))?;
         Ok(GroupWrite {
             slot: Some(slot),
             done,
@@ -311,7 +335,7 @@ impl GroupWrite {
     /// the write is durable.
     pub async fn commit(mut self) -> Result<(), WriteError> {
         let slot = self.slot.take().expect("committed once");
-        let released = slot.writer().with_conn(|c| c.execute_batch("RELEASE w"));
+        let released = slot.writer().with_conn(|c| run(c, "RELEASE w"));
         if let Err(e) = released {
             self.slot = Some(slot);
             return Err(e.into());
@@ -361,11 +385,49 @@ impl Drop for GroupWrite {
     }
 }
 
+/// How often the checkpoint thread copies what was committed since its last turn.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies the WAL into the database file while writes go on (a passive checkpoint never
+/// waits for, nor stops, a writer or a reader), until the writer is gone. On the commit
+/// path instead (SQLite's automatic checkpoints), a checkpoint's writes and sync would hold
+/// up every write waiting for that commit.
+fn checkpoints(conn: &Connection, writer: &std::sync::Weak<GroupWriter>) {
+    let mut copied_after = 0;
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        let Some(commits) = writer.upgrade().map(|w| w.commits()) else {
+            return;
+        };
+        if commits == copied_after {
+            continue;
+        }
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        }) {
+            Ok((in_wal, copied)) => {
+                if copied < in_wal {
+                    // Readers still use the older pages; the next turn copies them.
+                    tracing::trace!(in_wal, copied, "the WAL was copied in part");
+                } else {
+                    copied_after = commits;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "a WAL checkpoint failed"),
+        }
+    }
+}
+
+/// Runs one statement without results from the connection's cache of prepared statements.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// `BEGIN IMMEDIATE`, waiting (without blocking the runtime) while another process writes.
 async fn begin_immediate(writer: &GroupWriter) -> Result<(), WriteError> {
     let started = Instant::now();
     loop {
-        match writer.with_conn(|c| c.execute_batch("BEGIN IMMEDIATE")) {
+        match writer.with_conn(|c| run(c, "BEGIN IMMEDIATE")) {
             Ok(()) => return Ok(()),
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy
@@ -397,7 +459,7 @@ mod tests {
                      parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
             )
             .unwrap();
-        let writer = Arc::new(GroupWriter::open(&path).unwrap());
+        let writer = GroupWriter::start(&path).unwrap();
         (dir, writer)
     }
 
@@ -518,6 +580,36 @@ mod tests {
         insert(&next, 2, None).unwrap();
         next.commit().await.unwrap();
         assert_eq!(committed(&dir), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn committed_pages_reach_the_database_file_without_a_commit_doing_it() {
+        let (dir, writer) = store();
+        let file = dir.path().join("t.db");
+        let before = std::fs::metadata(&file).unwrap().len();
+        let write = GroupWrite::begin(&writer).await.unwrap();
+        write
+            .writer()
+            .with_conn(|c| {
+                c.execute_batch(
+                    "CREATE TABLE big (b BLOB);
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+                     INSERT INTO big SELECT zeroblob(4000) FROM n;",
+                )
+            })
+            .unwrap();
+        write.commit().await.unwrap();
+        // The writer's own commits never checkpoint.
+        let automatic: i64 = writer.with_conn(|c| {
+            c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                .unwrap()
+        });
+        assert_eq!(automatic, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(&file).unwrap().len() < before + 200 * 4000 {
+            assert!(Instant::now() < deadline, "no checkpoint copied the WAL");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]

@@ -166,6 +166,9 @@ impl Row {
 
 enum Inner {
     Postgres(sqlx::Transaction<'static, sqlx::Any>),
+    /// PostgreSQL, a write of one statement: no `BEGIN` and `COMMIT` round trips, the
+    /// statement is its own transaction.
+    PostgresAlone(sqlx::AnyPool),
     Sqlite(GroupWrite),
 }
 
@@ -181,6 +184,13 @@ impl Txn {
     pub(crate) fn postgres(tx: sqlx::Transaction<'static, sqlx::Any>, started: Instant) -> Txn {
         Txn {
             inner: Some(Inner::Postgres(tx)),
+            started,
+        }
+    }
+
+    pub(crate) fn postgres_alone(pool: sqlx::AnyPool, started: Instant) -> Txn {
+        Txn {
+            inner: Some(Inner::PostgresAlone(pool)),
             started,
         }
     }
@@ -203,6 +213,10 @@ impl Txn {
                 .execute(&mut **tx)
                 .await?
                 .rows_affected()),
+            Inner::PostgresAlone(pool) => Ok(bind(sqlx::query(sql), args)
+                .execute(&*pool)
+                .await?
+                .rows_affected()),
             Inner::Sqlite(write) => write.writer().with_conn(|c| {
                 let mut statement = c.prepare_cached(sql)?;
                 bind_numbered(&mut statement, &as_sql(args))?;
@@ -220,6 +234,12 @@ impl Txn {
         match self.inner() {
             Inner::Postgres(tx) => Ok(bind(sqlx::query(sql), args)
                 .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(Row::Postgres)
+                .collect()),
+            Inner::PostgresAlone(pool) => Ok(bind(sqlx::query(sql), args)
+                .fetch_all(&*pool)
                 .await?
                 .into_iter()
                 .map(Row::Postgres)
@@ -254,6 +274,7 @@ impl Txn {
     pub async fn commit(mut self) -> Result<(), TxnError> {
         let result = match self.inner.take().expect("a transaction is committed once") {
             Inner::Postgres(tx) => tx.commit().await.map_err(TxnError::from),
+            Inner::PostgresAlone(_) => Ok(()),
             Inner::Sqlite(write) => write.commit().await.map_err(TxnError::from),
         };
         let outcome = if result.is_ok() { "commit" } else { "failed" };

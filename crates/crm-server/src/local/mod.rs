@@ -29,7 +29,7 @@ use sqlx::Row;
 
 use crate::clock::Clock;
 use crate::custom_fields;
-use crate::db::{Database, Txn, TxnError, timestamp};
+use crate::db::{Database, StoreKind, Txn, TxnError, timestamp};
 use crate::rules::{self, Resource, parse_body, present, typed};
 use crate::sqlite_reads::bind_numbered;
 use crate::tenancy::{internal, read_failed};
@@ -154,7 +154,12 @@ impl LocalProvider {
             false => Some(encode::<R>(&record)?),
             true => None,
         };
-        let mut tx = self.db.begin().await.map_err(internal)?;
+        // Without a key to record it under nor definitions to read, a create is one statement.
+        let mut tx = match write.idempotency_key.is_none() && encoded.is_some() {
+            true => self.db.begin_alone().await,
+            false => self.db.begin().await,
+        }
+        .map_err(internal)?;
         if let Some(key) = &write.idempotency_key
             && let Some(stored) = Self::landed_create::<R>(&mut tx, scope, key).await?
         {
@@ -178,12 +183,16 @@ impl LocalProvider {
             .get("passthrough")
             .filter(|p| !p.is_null())
             .map(Value::to_string);
-        let position = self.db.position_in(&mut tx).await.map_err(internal)?;
+        let position = self.db.position_for(&mut tx).await.map_err(internal)?;
         let created = timestamp(now);
         let external_id = rules::external_id(&stored);
         tx.execute(
-            "INSERT INTO records (linked_account_id, kind, id, body, passthrough, created_at, updated_at, external_id, created_pos, updated_pos)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $8)",
+            self.db.pick(
+                "INSERT INTO records (linked_account_id, kind, id, body, passthrough, created_at, updated_at, external_id, created_pos, updated_pos)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $8)",
+                "INSERT INTO records (linked_account_id, kind, id, body, passthrough, created_at, updated_at, external_id, created_pos, updated_pos)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, COALESCE($8, pg_current_xact_id()::text::bigint), COALESCE($8, pg_current_xact_id()::text::bigint))",
+            ),
             args![
                 &scope.account_id,
                 R::KIND,
@@ -221,25 +230,86 @@ impl LocalProvider {
         write: Write<D>,
     ) -> ServiceResult<Served<(i64, R)>> {
         let now = self.clock.now();
-        let mut tx = self.db.begin().await.map_err(internal)?;
-        let (column, value, sql) = match at {
+        let (column, value, plain, locked) = match at {
             Locator::Id(id) => (
                 "id",
                 id,
-                self.db.pick(
-                    "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
-                    "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3 FOR UPDATE",
-                ),
+                "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3",
+                "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND id = $3 FOR UPDATE",
             ),
             Locator::ExternalId(external) => (
                 "external_id",
                 external,
-                self.db.pick(
-                    "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND external_id = $3",
-                    "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND external_id = $3 FOR UPDATE",
-                ),
+                "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND external_id = $3",
+                "SELECT seq, body, passthrough FROM records WHERE linked_account_id = $1 AND kind = $2 AND external_id = $3 FOR UPDATE",
             ),
         };
+        let sql = self.db.pick(plain, locked);
+        // The update is worked out first from the committed record, outside any transaction.
+        // On SQLite, where the writes of the process take turns, the write then only checks
+        // in its turn that the record is still the one it read (else it works it out again).
+        // On PostgreSQL it is one statement that applies only if the record is still the one
+        // read, and only when it is not does the update run in a transaction of its own.
+        let early = match (R::TYPE_FIXED_BY_ITEMS, self.db.sqlite_reads()) {
+            (true, _) => None,
+            (false, Some(reads)) => reads
+                .read(|conn| {
+                    let mut statement = conn.prepare_cached(plain)?;
+                    bind_numbered(&mut statement, &[&scope.account_id, &R::KIND, &value])?;
+                    let mut rows = statement.raw_query();
+                    rows.next()?
+                        .map(|r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)))
+                        .transpose()
+                })
+                .ok()
+                .flatten(),
+            (false, None) => sqlx::query(plain)
+                .bind(&scope.account_id)
+                .bind(R::KIND)
+                .bind(value)
+                .fetch_optional(self.db.pool())
+                .await
+                .ok()
+                .flatten()
+                .map(|row| (row.get("seq"), row.get("body"), row.get("passthrough"))),
+        }
+        .and_then(|(seq, body, passthrough): (i64, String, Option<String>)| {
+            let revision = revise_alone::<R, D>(&body, passthrough.clone(), &write, now)?;
+            Some((seq, body, passthrough, revision))
+        });
+        let early = match early {
+            Some((seq, body, passthrough, revision)) if self.db.kind() == StoreKind::Postgres => {
+                let external_id = rules::external_id(&revision.stored);
+                let updated = timestamp(now);
+                let mut tx = self.db.begin_alone().await.map_err(internal)?;
+                let applied = tx
+                    .execute(
+                        "UPDATE records SET body = $1, passthrough = $2, updated_at = $3, external_id = $4,
+                         updated_pos = pg_current_xact_id()::text::bigint
+                         WHERE linked_account_id = $5 AND seq = $6 AND body = $7
+                         AND passthrough IS NOT DISTINCT FROM $8",
+                        args![
+                            &revision.body,
+                            &revision.passthrough,
+                            &updated,
+                            external_id.as_deref(),
+                            &scope.account_id,
+                            seq,
+                            &body,
+                            &passthrough
+                        ],
+                    )
+                    .await
+                    .map_err(conflict_or_internal)?;
+                tx.commit().await.map_err(internal)?;
+                if applied == 1 {
+                    return self.updated(scope, &write.sent, seq, revision.stored).await;
+                }
+                None
+            }
+            early => early,
+        };
+        let mut tx = self.db.begin().await.map_err(internal)?;
         let row = tx
             .fetch_optional(sql, args![&scope.account_id, R::KIND, value])
             .await
@@ -248,33 +318,54 @@ impl LocalProvider {
                 ApiError::not_found(format!("{} with {column} {value} not found", R::NOUN))
             })?;
         let seq = row.int(0);
-        let mut record = parse_body(&row.text(1))?;
-        let type_before = rules::type_of(&record);
-        rules::apply_update::<R>(&mut record, &write.sent, write.if_match.as_deref(), now)?;
-        if R::TYPE_FIXED_BY_ITEMS
-            && rules::type_of(&record) != type_before
-            && lists::count_items(&mut tx, scope, seq).await? > 0
-        {
-            return Err(ApiError::conflict(format!(
-                "a {} that has items cannot change its type",
-                R::NOUN
-            )));
-        }
-        if R::CUSTOM_FIELDS {
-            Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
-        }
-        let (stored, body) = encode::<R>(&record)?;
-        let passthrough = match write.sent.get("passthrough") {
-            Some(Value::Null) => None,
-            Some(p) => Some(p.to_string()),
-            None => row.opt_text(2),
+        let current = row.text(1);
+        let current_passthrough = row.opt_text(2);
+        let revision = match early {
+            Some((early_seq, body, passthrough, revision))
+                if early_seq == seq && body == current && passthrough == current_passthrough =>
+            {
+                revision
+            }
+            _ => {
+                let mut record = parse_body(&current)?;
+                let type_before = rules::type_of(&record);
+                rules::apply_update::<R>(&mut record, &write.sent, write.if_match.as_deref(), now)?;
+                if R::TYPE_FIXED_BY_ITEMS
+                    && rules::type_of(&record) != type_before
+                    && lists::count_items(&mut tx, scope, seq).await? > 0
+                {
+                    return Err(ApiError::conflict(format!(
+                        "a {} that has items cannot change its type",
+                        R::NOUN
+                    )));
+                }
+                if R::CUSTOM_FIELDS {
+                    Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
+                }
+                let (stored, body) = encode::<R>(&record)?;
+                Revision {
+                    stored,
+                    body,
+                    passthrough: next_passthrough(&write.sent, current_passthrough),
+                }
+            }
         };
-        let position = self.db.position_in(&mut tx).await.map_err(internal)?;
+        let Revision {
+            stored,
+            body,
+            passthrough,
+        } = revision;
+        let position = self.db.position_for(&mut tx).await.map_err(internal)?;
         let updated = timestamp(now);
         let external_id = rules::external_id(&stored);
         tx.execute(
-            "UPDATE records SET body = $1, passthrough = $2, updated_at = $3, external_id = $4, updated_pos = $5
-             WHERE linked_account_id = $6 AND seq = $7",
+            self.db.pick(
+                "UPDATE records SET body = $1, passthrough = $2, updated_at = $3, external_id = $4, updated_pos = $5
+                 WHERE linked_account_id = $6 AND seq = $7",
+                "UPDATE records SET body = $1, passthrough = $2, updated_at = $3, external_id = $4,
+                 updated_pos = COALESCE($5, pg_current_xact_id()::text::bigint)
+                 WHERE linked_account_id = $6 AND seq = $7",
+            ),
             args![
                 &body,
                 &passthrough,
@@ -288,7 +379,18 @@ impl LocalProvider {
         .await
         .map_err(conflict_or_internal)?;
         tx.commit().await.map_err(internal)?;
-        let raw = raw::update(R::KIND, &write.sent, &stored);
+        self.updated(scope, &write.sent, seq, stored).await
+    }
+
+    /// The answer to an update that stored `stored`.
+    async fn updated<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        sent: &JsonObject,
+        seq: i64,
+        stored: JsonObject,
+    ) -> ServiceResult<Served<(i64, R)>> {
+        let raw = raw::update(R::KIND, sent, &stored);
         let data = self.present(scope, stored).await?;
         Ok(Served {
             data: (seq, data),
@@ -437,6 +539,44 @@ impl LocalProvider {
         tx.commit().await.map_err(internal)?;
         Ok(())
     }
+}
+
+/// A record as an update leaves it, encoded for storing.
+struct Revision {
+    stored: JsonObject,
+    body: String,
+    passthrough: Option<String>,
+}
+
+/// The passthrough an update stores: the one sent (`null` clears it), else the stored one.
+fn next_passthrough(sent: &JsonObject, stored: Option<String>) -> Option<String> {
+    match sent.get("passthrough") {
+        Some(Value::Null) => None,
+        Some(p) => Some(p.to_string()),
+        None => stored,
+    }
+}
+
+/// The record `body` after `write`, when working that out needs nothing from the store
+/// (no custom field values to check against their definitions); `None` when it does, or
+/// when the update fails, which is then decided again in the write's own transaction.
+fn revise_alone<R: Resource, D>(
+    body: &str,
+    passthrough: Option<String>,
+    write: &Write<D>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Revision> {
+    let mut record = parse_body(body).ok()?;
+    rules::apply_update::<R>(&mut record, &write.sent, write.if_match.as_deref(), now).ok()?;
+    if R::CUSTOM_FIELDS && record.get("custom_fields").is_some_and(Value::is_array) {
+        return None;
+    }
+    let (stored, body) = encode::<R>(&record).ok()?;
+    Some(Revision {
+        stored,
+        body,
+        passthrough: next_passthrough(&write.sent, passthrough),
+    })
 }
 
 /// A record checked against its kind's model, as stored: the object and its JSON text.
