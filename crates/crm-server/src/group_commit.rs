@@ -51,6 +51,9 @@ pub enum WriteError {
 pub struct GroupWriter {
     conn: Mutex<Connection>,
     state: Mutex<State>,
+    /// Syncs the WAL after the commits (see [`Syncer`]); `None` when the WAL file could not
+    /// be opened, and then every `COMMIT` syncs it itself (`synchronous = FULL`).
+    syncer: Option<Arc<Syncer>>,
     /// Transactions committed, for tests and logs.
     commits: std::sync::atomic::AtomicU64,
 }
@@ -79,7 +82,7 @@ struct Waiter {
 struct OpenBatch {
     /// Writes done (savepoint released) in this transaction.
     writes: usize,
-    done: Arc<watch::Sender<Option<Outcome>>>,
+    done: Done,
 }
 
 impl GroupWriter {
@@ -98,9 +101,32 @@ impl GroupWriter {
         // that writes wait for.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.set_prepared_statement_cache_capacity(64);
+        // The WAL file exists once a connection has read the database in WAL mode.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let syncer = match std::fs::File::open(&wal) {
+            Ok(wal) => {
+                // Commits write the WAL without syncing it; the syncer syncs it before any
+                // write of theirs is answered.
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                Some(Arc::new(Syncer {
+                    wal,
+                    pending: Mutex::new(Vec::new()),
+                    wake: std::sync::Condvar::new(),
+                    closed: Default::default(),
+                    syncs: Default::default(),
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the WAL file to sync it; every commit syncs it");
+                None
+            }
+        };
         let writer = GroupWriter {
             conn: Mutex::new(conn),
             state: Mutex::new(State::default()),
+            syncer,
             commits: Default::default(),
         };
         Ok(writer)
@@ -119,6 +145,12 @@ impl GroupWriter {
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoints(&checkpointer, &watched))
             .map_err(WriteError::Thread)?;
+        if let Some(syncer) = writer.syncer.clone() {
+            std::thread::Builder::new()
+                .name("sqlite-sync".into())
+                .spawn(move || syncer.run())
+                .map_err(WriteError::Thread)?;
+        }
         Ok(writer)
     }
 
@@ -161,7 +193,19 @@ impl GroupWriter {
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::metrics::group_commit(batch.writes);
-        batch.done.send_replace(Some(outcome));
+        match (&self.syncer, outcome) {
+            (Some(syncer), Ok(())) => syncer.after_next_sync(batch.done),
+            (_, outcome) => {
+                batch.done.send_replace(Some(outcome));
+            }
+        }
+    }
+
+    /// How many times the WAL was synced after commits (0 when every commit syncs it).
+    pub fn syncs(&self) -> u64 {
+        self.syncer
+            .as_ref()
+            .map_or(0, |s| s.syncs.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Gives the slot up: to the next writer waiting, or, when nobody waits (or the
@@ -197,7 +241,8 @@ impl GroupWriter {
     /// Gives the slot up without blocking the caller: a `COMMIT` it needs runs on a
     /// blocking thread.
     fn release(self: &Arc<Self>) {
-        if needs_commit(&self.state()) {
+        // A `COMMIT` that does not sync only hands pages to the kernel: it runs in place.
+        if needs_commit(&self.state()) && self.syncer.is_none() {
             let writer = self.clone();
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
@@ -222,6 +267,75 @@ fn needs_commit(state: &State) -> bool {
                 .find(|w| !w.wake.is_closed())
                 .is_none_or(|w| w.exclusive)
     })
+}
+
+impl Drop for GroupWriter {
+    fn drop(&mut self) {
+        if let Some(syncer) = &self.syncer {
+            syncer
+                .closed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            syncer.wake.notify_all();
+        }
+    }
+}
+
+type Done = Arc<watch::Sender<Option<Outcome>>>;
+
+/// Durability after the commit: the writer commits with `synchronous = NORMAL`, so a
+/// `COMMIT` writes the WAL without waiting for the disk, and the slot passes on at once;
+/// this thread then syncs the WAL file once for every commit made since its last sync,
+/// and only after that sync are the writes of those commits answered. What is answered is
+/// on disk, as with `synchronous = FULL`, while the next writes already run. (A reader may
+/// see a write in the moment between its commit and the sync; its writer is not answered
+/// before the sync, and a write that depends on what was read is synced with it, since the
+/// WAL is one file written in order.)
+struct Syncer {
+    wal: std::fs::File,
+    /// Commits waiting for a sync.
+    pending: Mutex<Vec<Done>>,
+    wake: std::sync::Condvar,
+    closed: std::sync::atomic::AtomicBool,
+    syncs: std::sync::atomic::AtomicU64,
+}
+
+impl Syncer {
+    fn after_next_sync(&self, done: Done) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(done);
+        self.wake.notify_one();
+    }
+
+    fn run(&self) {
+        loop {
+            let waiting = {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                while pending.is_empty() {
+                    if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    pending = self
+                        .wake
+                        .wait_timeout(pending, Duration::from_millis(100))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                std::mem::take(&mut *pending)
+            };
+            // Every commit taken above returned before this sync starts.
+            let outcome = self.wal.sync_data().map_err(|e| {
+                tracing::error!(error = %e, "syncing the WAL failed: writes are not answered");
+                Arc::<str>::from(format!("could not sync the WAL: {e}"))
+            });
+            self.syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for done in waiting {
+                done.send_replace(Some(outcome.clone()));
+            }
+        }
+    }
 }
 
 /// The writer's slot, held until dropped. Dropping it releases it (see
@@ -496,10 +610,15 @@ mod tests {
             task.await.unwrap();
         }
         assert_eq!(committed(&dir), (0..200).collect::<Vec<_>>());
-        let commits = writer.commits();
+        let (commits, syncs) = (writer.commits(), writer.syncs());
         assert!(
             (1..200).contains(&commits),
             "200 concurrent writes took {commits} commits"
+        );
+        // Every write was answered after a sync of the WAL, and a sync serves many commits.
+        assert!(
+            (1..=commits).contains(&syncs),
+            "{syncs} syncs, {commits} commits"
         );
     }
 
