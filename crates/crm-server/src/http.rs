@@ -6,14 +6,16 @@
 //! times the header limit: hyper refuses it with a bare 431 and closes the connection before
 //! any of this code runs, so such a head is never held in memory.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use crm_api::ApiError;
 use crm_api::metrics::{Rejection, rejection};
@@ -22,6 +24,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::rate_limit::{RateLimiter, SharedRateLimiter, retry_after_secs};
@@ -85,12 +88,12 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
-#[derive(Clone)]
+/// What the edge checks, shared by every route's copy of [`EdgeService`].
 struct Edge {
     max_header_bytes: usize,
     max_headers: usize,
     request_timeout: Option<Duration>,
-    limiter: Option<Arc<Limiter>>,
+    limiter: Option<Limiter>,
 }
 
 /// Where the rate limit is counted.
@@ -121,30 +124,77 @@ impl Limiter {
     }
 }
 
-/// Wraps `router` in the layers every request passes, outermost first: request id and
-/// request log, header limits, rate limit, timeout, body limit. On PostgreSQL the rate
-/// limit is counted in `db`, shared by every replica; on SQLite in this process.
+/// Wraps `router` in what every request passes, outermost first: request id and request
+/// log, header limits, rate limit, timeout, body limit. On PostgreSQL the rate limit is
+/// counted in `db`, shared by every replica; on SQLite in this process.
+///
+/// The first four are one layer ([`EdgeLayer`]), so a request pays for one boxed future
+/// and one clone of its route, not one per step.
 pub fn layered(router: Router, settings: &HttpSettings, db: &crate::db::Database) -> Router {
     let edge = Edge {
         max_header_bytes: settings.max_header_bytes,
         max_headers: settings.max_headers,
         request_timeout: settings.request_timeout.filter(|t| !t.is_zero()),
-        limiter: settings.rate_limit_per_minute.filter(|n| *n > 0).map(|n| {
-            Arc::new(match db.kind() {
+        limiter: settings
+            .rate_limit_per_minute
+            .filter(|n| *n > 0)
+            .map(|n| match db.kind() {
                 crate::db::StoreKind::Sqlite => Limiter::Local(RateLimiter::new(n)),
                 crate::db::StoreKind::Postgres => {
                     Limiter::Shared(SharedRateLimiter::new(db.clone(), n))
                 }
-            })
-        }),
+            }),
     };
-    // `Router::layer` wraps each route: the last layer added is the first to run.
-    router
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(middleware::from_fn_with_state(edge.clone(), timeout))
-        .layer(middleware::from_fn_with_state(edge.clone(), rate_limit))
-        .layer(middleware::from_fn_with_state(edge, header_limits))
-        .layer(middleware::from_fn(request_log))
+    router.layer(EdgeLayer {
+        edge: Arc::new(edge),
+        body_limit: DefaultBodyLimit::max(settings.max_body_bytes),
+    })
+}
+
+/// The edge as one layer around each route.
+#[derive(Clone)]
+struct EdgeLayer {
+    edge: Arc<Edge>,
+    body_limit: DefaultBodyLimit,
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = EdgeService<<DefaultBodyLimit as Layer<S>>::Service>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        EdgeService {
+            edge: Arc::clone(&self.edge),
+            inner: self.body_limit.layer(inner),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct EdgeService<S> {
+    edge: Arc<Edge>,
+    inner: S,
+}
+
+impl<S> Service<Request> for EdgeService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone that was polled ready serves this request.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        let edge = Arc::clone(&self.edge);
+        Box::pin(async move { Ok(request_log(&edge, inner, req).await) })
+    }
 }
 
 fn acceptable_request_id(id: &str) -> bool {
@@ -156,47 +206,83 @@ fn acceptable_request_id(id: &str) -> bool {
 }
 
 /// A new version-4 UUID from the thread's generator (seeded once from the OS, so no
-/// system call per request, unlike `Uuid::new_v4`).
-fn fresh_request_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random())
+/// system call per request, unlike `Uuid::new_v4`), as text and as a header value.
+fn fresh_request_id() -> (String, HeaderValue) {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
-        .to_string()
+        .hyphenated()
+        .encode_lower(&mut text);
+    (
+        id.to_owned(),
+        HeaderValue::from_bytes(id.as_bytes()).expect("a UUID is a header value"),
+    )
+}
+
+/// The caller's request id when it is acceptable, else a fresh one.
+fn request_id(req: &Request) -> (String, HeaderValue) {
+    match req.headers().get(&REQUEST_ID) {
+        Some(value) => match value.to_str() {
+            Ok(id) if acceptable_request_id(id) => (id.to_owned(), value.clone()),
+            _ => fresh_request_id(),
+        },
+        None => fresh_request_id(),
+    }
 }
 
 /// Takes or makes the request id, logs the request when it is answered, and returns the
-/// id on the response.
-async fn request_log(mut req: Request, next: Next) -> Response {
+/// id on the response. The limits run inside the request's span.
+async fn request_log<S>(edge: &Edge, inner: S, mut req: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let started = Instant::now();
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| acceptable_request_id(id))
-        .map_or_else(fresh_request_id, str::to_owned);
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let (id, id_header) = request_id(&req);
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("<unmatched>", MatchedPath::as_str)
-        .to_owned();
-    let span = tracing::info_span!("request", request_id = %id, %method, %route);
-    span.in_scope(|| tracing::debug!("request received"));
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route_str = route.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+    let span = tracing::info_span!("request", request_id = %id, %method, route = %route_str);
+    req.extensions_mut().insert(RequestId(id));
+    let mut response = if span.is_disabled() {
+        tracing::debug!("request received");
+        limited(edge, inner, req).await
+    } else {
+        span.in_scope(|| tracing::debug!("request received"));
+        limited(edge, inner, req).instrument(span.clone()).await
+    };
     let elapsed = started.elapsed();
-    crm_api::metrics::request(&route, &method, response.status().as_u16(), elapsed);
+    let status = response.status().as_u16();
+    crm_api::metrics::request(route_str, &method, status, elapsed);
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_ms,
-            "request answered"
-        );
-    });
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID.clone(), value);
-    }
+    span.in_scope(|| tracing::info!(status, latency_ms, "request answered"));
+    response.headers_mut().insert(REQUEST_ID.clone(), id_header);
     response
+}
+
+/// Header limits, rate limit and timeout, in this order, then the route.
+async fn limited<S>(edge: &Edge, mut inner: S, req: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    if let Some(refused) = header_limits(edge, &req) {
+        return refused;
+    }
+    if let Some(refused) = rate_limit(edge, req.headers()).await {
+        return refused;
+    }
+    let answer = async move {
+        match inner.call(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    };
+    let Some(limit) = edge.request_timeout else {
+        return answer.await;
+    };
+    match tokio::time::timeout(limit, answer).await {
+        Ok(response) => response,
+        Err(_) => timed_out(limit),
+    }
 }
 
 /// The size of a request head as it came over the wire: the request line and every header
@@ -212,87 +298,80 @@ fn head_bytes(req: &Request) -> usize {
     line + headers + 2
 }
 
-async fn header_limits(State(edge): State<Edge>, req: Request, next: Next) -> Response {
+fn header_limits(edge: &Edge, req: &Request) -> Option<Response> {
     let count = req.headers().len();
     if count > edge.max_headers {
         rejection(Rejection::HeadersTooLarge);
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!(
-                "the request has {count} header fields; at most {} are accepted",
-                edge.max_headers
-            ),
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "the request has {count} header fields; at most {} are accepted",
+                    edge.max_headers
+                ),
+            )
+            .into_response(),
+        );
     }
-    let size = head_bytes(&req);
+    let size = head_bytes(req);
     if size > edge.max_header_bytes {
         rejection(Rejection::HeadersTooLarge);
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!(
-                "the request line and headers take {size} bytes; at most {} are accepted",
-                edge.max_header_bytes
-            ),
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "the request line and headers take {size} bytes; at most {} are accepted",
+                    edge.max_header_bytes
+                ),
+            )
+            .into_response(),
+        );
     }
-    next.run(req).await
+    None
 }
 
 /// Spends one token of the presented key's bucket. Requests without a readable key are not
 /// counted: they are refused with 401 before they reach any data.
-async fn rate_limit(State(edge): State<Edge>, req: Request, next: Next) -> Response {
-    if let Some(limiter) = &edge.limiter
-        && let Ok(key) = crm_api::extract::api_key(req.headers())
-        && let Err(wait) = limiter.check(&key.0).await
-    {
-        rejection(Rejection::RateLimited);
-        let secs = retry_after_secs(wait);
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "rate limit of {} requests a minute for this API key exceeded; retry after {secs} s",
-                limiter.per_minute()
-            ),
-        )
-        .with("retry_after", secs)
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return response;
-    }
-    next.run(req).await
+async fn rate_limit(edge: &Edge, headers: &HeaderMap) -> Option<Response> {
+    let limiter = edge.limiter.as_ref()?;
+    let key = crm_api::extract::api_key(headers).ok()?;
+    let wait = limiter.check(&key.0).await.err()?;
+    rejection(Rejection::RateLimited);
+    let secs = retry_after_secs(wait);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "rate limit of {} requests a minute for this API key exceeded; retry after {secs} s",
+            limiter.per_minute()
+        ),
+    )
+    .with("retry_after", secs)
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    Some(response)
 }
 
-/// Answers 408 when the request (reading its body included) takes longer than allowed.
+/// The answer when the request (reading its body included) takes longer than allowed.
 ///
 /// A write whose answer is 408 was cut off at an unknown point: its transaction either
 /// committed whole or not at all, so the caller reads before retrying.
-async fn timeout(State(edge): State<Edge>, req: Request, next: Next) -> Response {
-    let Some(limit) = edge.request_timeout else {
-        return next.run(req).await;
-    };
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            rejection(Rejection::Timeout);
-            let mut response = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request was not completed within {} ms",
-                    limit.as_millis()
-                ),
-            )
-            .into_response();
-            // The body may be half read: this connection cannot carry another request.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            response
-        }
-    }
+fn timed_out(limit: Duration) -> Response {
+    rejection(Rejection::Timeout);
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request was not completed within {} ms",
+            limit.as_millis()
+        ),
+    )
+    .into_response();
+    // The body may be half read: this connection cannot carry another request.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Serves `app` on `listener` until `shutdown` completes. From then on no connection is
