@@ -47,6 +47,9 @@ pub struct PageRequest {
     pub updated_after: Option<DateTime<Utc>>,
     /// Query parameters for the provider.
     pub proxy: JsonObject,
+    /// Whether the caller asked for the provider calls (`raw=true`). When `false` the
+    /// answer's `raw` is not shown, so a provider may leave it empty.
+    pub raw: bool,
 }
 
 /// What a read needs besides the record id.
@@ -54,6 +57,9 @@ pub struct PageRequest {
 pub struct ReadRequest {
     /// Query parameters for the provider.
     pub proxy: JsonObject,
+    /// Whether the caller asked for the provider calls (`raw=true`). When `false` the
+    /// answer's `raw` is not shown, so a provider may leave it empty.
+    pub raw: bool,
 }
 
 /// A write body: the typed model and the JSON object exactly as sent, so an update can

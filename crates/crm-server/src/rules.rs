@@ -46,6 +46,11 @@ pub trait Resource: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn check(_record: &JsonObject) -> Result<(), ApiError> {
         Ok(())
     }
+
+    /// Sets `unified_custom_fields` from the record's custom fields and a non-empty
+    /// `mapping`, as [`present`] does on the JSON object (only kinds with
+    /// [`Resource::CUSTOM_FIELDS`] are asked).
+    fn unify(&mut self, _mapping: &BTreeMap<String, String>) {}
 }
 
 impl Resource for Contact {
@@ -75,6 +80,23 @@ impl Resource for Contact {
             "typed_phone_numbers",
             "number",
         )
+    }
+
+    fn unify(&mut self, mapping: &BTreeMap<String, String>) {
+        let entries = self.custom_fields.as_deref().unwrap_or_default();
+        let mut unified = JsonObject::new();
+        for (unified_name, definition_name) in mapping {
+            if let Some(value) = entries
+                .iter()
+                .find(|e| e.name.as_deref() == Some(definition_name.as_str()))
+                .and_then(|e| e.value.as_ref())
+            {
+                unified.insert(unified_name.clone(), value.clone());
+            }
+        }
+        if !unified.is_empty() {
+            self.unified_custom_fields = Some(unified);
+        }
     }
 
     fn check(record: &JsonObject) -> Result<(), ApiError> {
@@ -187,7 +209,12 @@ pub fn require_name(record: &JsonObject) -> Result<(), ApiError> {
 }
 
 pub fn typed<R: DeserializeOwned>(record: &JsonObject) -> Result<R, ApiError> {
-    serde_json::from_value(Value::Object(record.clone()))
+    typed_owned(record.clone())
+}
+
+/// [`typed`] for a record the caller no longer needs: its values are moved, not copied.
+pub fn typed_owned<R: DeserializeOwned>(record: JsonObject) -> Result<R, ApiError> {
+    serde_json::from_value(Value::Object(record))
         .map_err(|e| ApiError::unprocessable("", format!("the record is not valid: {e}")))
 }
 
@@ -276,7 +303,28 @@ pub fn present<R: Resource>(
             record.insert("unified_custom_fields".into(), Value::Object(unified));
         }
     }
-    typed(&record)
+    typed_owned(record)
+}
+
+/// [`present`] of a stored record's JSON text, read straight into `R` without the JSON
+/// object in between. Text that does not read so (a corrupt record, one `R` refuses)
+/// goes through [`parse_body`] and [`present`], which give the same answer and error as
+/// before.
+pub fn present_stored<R: Resource>(
+    body: &str,
+    mapping: &BTreeMap<String, String>,
+) -> Result<R, ApiError> {
+    // A derived struct also reads a JSON array, which a record never is.
+    let object = body.trim_start().starts_with('{');
+    match serde_json::from_str::<R>(body) {
+        Ok(mut record) if object => {
+            if R::CUSTOM_FIELDS && !mapping.is_empty() {
+                record.unify(mapping);
+            }
+            Ok(record)
+        }
+        _ => present(parse_body(body)?, mapping),
+    }
 }
 
 /// A new record of kind `R` from a create's body: `id` and `etag` are the server's to

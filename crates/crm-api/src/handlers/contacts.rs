@@ -7,10 +7,12 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use super::{Shape, no_content, page, prefers_minimal, project, single, written};
+use super::{
+    Shape, leave_out, no_content, page, prefers_minimal, project, single, typed_projection, written,
+};
 use crate::error::ApiError;
 use crate::extract::{ExternalId, JsonBody, RecordId};
-use crate::models::{ContactResult, ContactsPaginated, CrmCreateContactRequestDto};
+use crate::models::{Contact, ContactResult, ContactsPaginated, CrmCreateContactRequestDto};
 use crate::params::{
     AccountHeader, CrmQuery, ExportParams, ExternalIdPath, IdempotencyHeader, IfMatchHeader,
     IncludeParams, PageParams, PreferHeader, ReadParams, RecordPath,
@@ -183,19 +185,29 @@ pub async fn export(
         .provider(&scope)?
         .export_contacts(&scope, query.updated_after)
         .await?;
+    let typed = typed_projection::<Contact>(&query, Shape::Contact);
     let lines = contacts.map(move |contact| {
-        let mut line = contact
-            .and_then(|c| {
-                serde_json::to_value(c)
-                    .map_err(|e| ApiError::internal(format!("could not serialise a contact: {e}")))
-            })
-            .map_err(|e| {
-                // The status line is gone by now; ending the stream early is all that is left.
-                tracing::error!(error = %e, "export stopped");
-                std::io::Error::other(e.message)
-            })?;
-        project(&mut line, &query, Shape::Contact);
-        let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+        let unserialisable = |e: serde_json::Error| {
+            ApiError::internal(format!("could not serialise a contact: {e}"))
+        };
+        let stopped = |e: ApiError| {
+            // The status line is gone by now; ending the stream early is all that is left.
+            tracing::error!(error = %e, "export stopped");
+            std::io::Error::other(e.message)
+        };
+        let mut bytes = if typed {
+            let mut contact = contact.map_err(stopped)?;
+            leave_out(&mut contact, &query, Shape::Contact);
+            serde_json::to_vec(&contact)
+                .map_err(unserialisable)
+                .map_err(stopped)?
+        } else {
+            let mut line = contact
+                .and_then(|c| serde_json::to_value(c).map_err(unserialisable))
+                .map_err(stopped)?;
+            project(&mut line, &query, Shape::Contact);
+            serde_json::to_vec(&line).map_err(std::io::Error::other)?
+        };
         bytes.push(b'\n');
         Ok::<_, std::io::Error>(bytes)
     });

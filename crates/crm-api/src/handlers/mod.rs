@@ -7,7 +7,8 @@ pub mod lists;
 pub mod unified_custom_fields;
 
 use axum::Json;
-use axum::http::header::ETAG;
+use axum::body::Bytes;
+use axum::http::header::{CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -33,6 +34,7 @@ impl From<&CrmQuery> for PageRequest {
             cursor: q.cursor.clone(),
             updated_after: q.updated_after,
             proxy: q.proxy.clone(),
+            raw: q.raw,
         }
     }
 }
@@ -41,6 +43,7 @@ impl From<&CrmQuery> for ReadRequest {
     fn from(q: &CrmQuery) -> Self {
         ReadRequest {
             proxy: q.proxy.clone(),
+            raw: q.raw,
         }
     }
 }
@@ -51,8 +54,7 @@ fn raw_part(query: &CrmQuery, raw: Vec<RawResponse>) -> Option<Vec<RawResponse>>
 
 /// Serialises `envelope` and keeps only what the query asked for in its `data`.
 fn shaped(envelope: impl Serialize, query: &CrmQuery, shape: Shape) -> Result<Response, ApiError> {
-    let mut value = serde_json::to_value(envelope)
-        .map_err(|e| ApiError::internal(format!("could not serialise the response: {e}")))?;
+    let mut value = serde_json::to_value(envelope).map_err(unserialisable)?;
     if let Some(data) = value.get_mut("data") {
         match data {
             Value::Array(items) => items
@@ -62,6 +64,38 @@ fn shaped(envelope: impl Serialize, query: &CrmQuery, shape: Shape) -> Result<Re
         }
     }
     Ok(Json(value).into_response())
+}
+
+fn unserialisable(e: serde_json::Error) -> ApiError {
+    ApiError::internal(format!("could not serialise the response: {e}"))
+}
+
+/// Whether [`project`] would change nothing of records typed `T` once
+/// [`Projectable::leave_out_custom_fields`] ran on them: then the envelope is serialised
+/// as it is, without a [`Value`] tree in between.
+fn typed_projection<T: Projectable>(query: &CrmQuery, shape: Shape) -> bool {
+    query.fields.is_none()
+        && query.exclude_fields.is_empty()
+        && (matches!(shape, Shape::Plain) || query.includes("custom_fields") || T::CUSTOM_FIELDS)
+}
+
+/// What [`project`] does to a record for [`Shape::Contact`] without `include=custom_fields`,
+/// done on the typed record.
+fn leave_out<T: Projectable>(item: &mut T, query: &CrmQuery, shape: Shape) {
+    if matches!(shape, Shape::Contact) && !query.includes("custom_fields") {
+        item.leave_out_custom_fields();
+    }
+}
+
+/// `envelope` as a JSON response, serialised straight from its types.
+fn serialised(envelope: &impl Serialize, capacity: usize) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut body, envelope).map_err(unserialisable)?;
+    Ok((
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response())
 }
 
 pub(crate) fn project(item: &mut Value, query: &CrmQuery, shape: Shape) {
@@ -76,6 +110,28 @@ pub(crate) fn project(item: &mut Value, query: &CrmQuery, shape: Shape) {
         fields.remove(name);
     }
 }
+
+/// A record as [`project`] shapes it, seen on its type.
+pub(crate) trait Projectable {
+    /// Whether [`Projectable::leave_out_custom_fields`] removes what [`project`] removes
+    /// from the record's JSON without `include=custom_fields`.
+    const CUSTOM_FIELDS: bool = false;
+
+    fn leave_out_custom_fields(&mut self) {}
+}
+
+impl Projectable for crate::models::Contact {
+    const CUSTOM_FIELDS: bool = true;
+
+    fn leave_out_custom_fields(&mut self) {
+        // Serialised without the field when `None`, as `project` removes it.
+        self.custom_fields = None;
+    }
+}
+
+impl Projectable for crate::models::Account {}
+impl Projectable for crate::models::List {}
+impl Projectable for crate::models::CustomFieldDefinition {}
 
 /// A record that carries a version (`etag`), sent back in the `ETag` header.
 pub(crate) trait Versioned {
@@ -104,8 +160,18 @@ impl Versioned for crate::models::List {
 
 impl Versioned for crate::models::CustomFieldDefinition {}
 
-fn with_etag(mut response: Response, etag: Option<String>) -> Response {
-    if let Some(value) = etag.and_then(|e| HeaderValue::from_str(&format!("\"{e}\"")).ok()) {
+/// The `ETag` header of a record's `etag`: the value in double quotes.
+fn etag_header<T: Versioned>(record: &T) -> Option<HeaderValue> {
+    let etag = record.etag()?;
+    let mut quoted = Vec::with_capacity(etag.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(etag.as_bytes());
+    quoted.push(b'"');
+    HeaderValue::from_maybe_shared(Bytes::from(quoted)).ok()
+}
+
+fn with_etag(mut response: Response, etag: Option<HeaderValue>) -> Response {
+    if let Some(value) = etag {
         response.headers_mut().insert(ETAG, value);
     }
     response
@@ -122,33 +188,46 @@ pub(crate) fn prefers_minimal(headers: &HeaderMap) -> bool {
 }
 
 /// A single record, shaped by the query, with its `ETag`.
-pub(crate) fn single<T: Versioned, E: Serialize>(
+pub(crate) fn single<T: Versioned + Projectable, E: Serialize>(
     served: Served<T>,
     query: &CrmQuery,
     shape: Shape,
     envelope: impl FnOnce(T, Option<Vec<RawResponse>>) -> E,
 ) -> Result<Response, ApiError> {
-    let etag = served.data.etag().map(str::to_owned);
-    let response = shaped(
-        envelope(served.data, raw_part(query, served.raw)),
-        query,
-        shape,
-    )?;
+    let etag = etag_header(&served.data);
+    let mut data = served.data;
+    let response = if typed_projection::<T>(query, shape) {
+        leave_out(&mut data, query, shape);
+        serialised(&envelope(data, raw_part(query, served.raw)), 1024)?
+    } else {
+        shaped(envelope(data, raw_part(query, served.raw)), query, shape)?
+    };
     Ok(with_etag(response, etag))
 }
 
 /// A page of records, shaped by the query.
-pub(crate) fn page<T, E: Serialize>(
+pub(crate) fn page<T: Projectable, E: Serialize>(
     page: Page<T>,
     query: &CrmQuery,
     shape: Shape,
     envelope: impl FnOnce(Vec<T>, Option<String>, Option<Vec<RawResponse>>) -> E,
 ) -> Result<Response, ApiError> {
-    shaped(
-        envelope(page.data, page.next, raw_part(query, page.raw)),
-        query,
-        shape,
-    )
+    let mut data = page.data;
+    if typed_projection::<T>(query, shape) {
+        data.iter_mut()
+            .for_each(|item| leave_out(item, query, shape));
+        let capacity = 256 + 1024 * data.len();
+        serialised(
+            &envelope(data, page.next, raw_part(query, page.raw)),
+            capacity,
+        )
+    } else {
+        shaped(
+            envelope(data, page.next, raw_part(query, page.raw)),
+            query,
+            shape,
+        )
+    }
 }
 
 /// The answer to a write: the whole record as stored with its `ETag`, or, when the
@@ -158,7 +237,7 @@ pub(crate) fn written<T: Versioned, E: Serialize>(
     minimal: bool,
     envelope: impl FnOnce(T, Option<Vec<RawResponse>>) -> E,
 ) -> Result<Response, ApiError> {
-    let etag = served.data.etag().map(str::to_owned);
+    let etag = etag_header(&served.data);
     if minimal {
         let mut response = no_content();
         response.headers_mut().insert(
@@ -167,11 +246,8 @@ pub(crate) fn written<T: Versioned, E: Serialize>(
         );
         return Ok(with_etag(response, etag));
     }
-    let response = shaped(
-        envelope(served.data, None),
-        &CrmQuery::default(),
-        Shape::Plain,
-    )?;
+    // Nothing to project: the whole record, as for `CrmQuery::default()` and `Shape::Plain`.
+    let response = serialised(&envelope(served.data, None), 1024)?;
     Ok(with_etag(response, etag))
 }
 

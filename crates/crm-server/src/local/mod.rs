@@ -30,7 +30,7 @@ use sqlx::Row;
 use crate::clock::Clock;
 use crate::custom_fields;
 use crate::db::{Database, StoreKind, Txn, TxnError, timestamp};
-use crate::rules::{self, Resource, parse_body, present, typed};
+use crate::rules::{self, Resource, parse_body, present, present_stored, typed};
 use crate::sqlite_reads::bind_numbered;
 use crate::tenancy::{internal, read_failed};
 use crate::txn::args;
@@ -488,17 +488,24 @@ impl LocalProvider {
                 .map(|row| (row.get("seq"), row.get("body"), row.get("mappings"))),
         };
         let (seq, body, mappings) = found.ok_or_else(|| rules::not_found::<R>(id))?;
-        let record = parse_body(&body)?;
-        let raw = raw::read(R::KIND, &record, &read.proxy);
         let mapping = if R::CUSTOM_FIELDS {
             parse_mapping(mappings)?
         } else {
             BTreeMap::new()
         };
-        let data: R = present(record, &mapping)?;
+        // The stored object is built only for a `raw` entry, when the caller asked for one.
+        if read.raw {
+            let record = parse_body(&body)?;
+            let raw = raw::read(R::KIND, &record, &read.proxy);
+            let data: R = present(record, &mapping)?;
+            return Ok(Served {
+                data: (seq, data),
+                raw: vec![raw],
+            });
+        }
         Ok(Served {
-            data: (seq, data),
-            raw: vec![raw],
+            data: (seq, present_stored(&body, &mapping)?),
+            raw: Vec::new(),
         })
     }
 
@@ -510,8 +517,20 @@ impl LocalProvider {
         let page = paging::read_page(&self.db, scope, R::KIND, request).await?;
         let mapping = self.mapping_for::<R>(scope).await?;
         let mut data = Vec::with_capacity(page.rows.len());
+        if !request.raw {
+            for (seq, body) in page.rows {
+                data.push((seq, present_stored(&body, &mapping)?));
+            }
+            return Ok(Page {
+                data,
+                next: page.next,
+                raw: Vec::new(),
+            });
+        }
+        // The stored objects are built only for the `raw` entry, when the caller asked.
         let mut bodies = Vec::with_capacity(page.rows.len());
-        for (seq, record) in page.rows {
+        for (seq, body) in page.rows {
+            let record = parse_body(&body)?;
             data.push((seq, present(record.clone(), &mapping)?));
             bodies.push(Value::Object(record));
         }

@@ -89,7 +89,8 @@ impl Position {
 
 /// One page of rows, and the cursor after it.
 pub struct PageRows {
-    pub rows: Vec<(i64, JsonObject)>,
+    /// Each record's `seq` and its stored JSON text, read by the caller.
+    pub rows: Vec<(i64, String)>,
     pub next: Option<String>,
     /// The position the page started after, for `raw`.
     pub from: String,
@@ -209,7 +210,7 @@ pub async fn read_page(
                 break;
             }
             last = Position { order, pos, seq };
-            rows.push((last.seq, parse_body(&body)?));
+            rows.push((last.seq, body));
         }
         if !held_back || std::time::Instant::now() >= patience {
             break (rows, last, total);

@@ -220,6 +220,7 @@ pub fn export_by_pages<P: crm_api::CrmProvider + Clone>(
                 cursor,
                 updated_after,
                 proxy: JsonObject::new(),
+                raw: false,
             };
             let page = provider.list_contacts(&scope, &request).await?;
             let next = page.next.map(Some);
