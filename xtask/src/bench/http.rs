@@ -643,9 +643,14 @@ fn report(args: &HttpArgs, figures: &[StoreFigures]) -> (String, Value) {
             );
         }
         let export = RowFigures::median(store.export_per_sec.iter().copied());
+        let export_shown = if store.export_per_sec.is_empty() {
+            "not measured".to_owned()
+        } else {
+            format!("{export:.0} contacts/s")
+        };
         let _ = writeln!(
             md,
-            "\nExport: {export:.0} contacts/s. Server peak RSS: {:.1} MB. Seeding took {:.0} s.\n",
+            "\nExport: {export_shown}. Server peak RSS: {:.1} MB. Seeding took {:.0} s.\n",
             store.peak_rss_mb,
             store.seeding.as_secs_f64()
         );
