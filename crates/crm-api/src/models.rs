@@ -12,6 +12,8 @@ use utoipa::openapi::schema::{
     SchemaFormat, SchemaType, Type,
 };
 
+mod timestamps;
+
 /// A JSON object of free-form values.
 pub type JsonObject = Map<String, Value>;
 
@@ -367,7 +369,7 @@ pub struct Contact {
     #[schema(example = "ext-2614d72c")]
     pub external_id: Option<String>,
     /// When the contact was last active
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamps")]
     #[schema(example = "2024-01-01T00:00:00.000Z")]
     pub last_activity_at: Option<DateTime<Utc>>,
     /// Provider fields outside the unified model, set on write and returned on read
@@ -375,11 +377,11 @@ pub struct Contact {
     #[schema(schema_with = nullable_object_schema)]
     pub remote_fields: Option<JsonObject>,
     /// When the provider created the contact
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamps")]
     #[schema(example = "2021-01-01T01:01:01.000Z")]
     pub remote_created_at: Option<DateTime<Utc>>,
     /// When the provider last updated the contact
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamps")]
     #[schema(example = "2021-01-01T01:01:01.000Z")]
     pub remote_updated_at: Option<DateTime<Utc>>,
     /// Whether the provider has deleted the contact
@@ -390,11 +392,11 @@ pub struct Contact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Timestamp when the contact was created
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamps")]
     #[schema(example = "2021-01-01T01:01:01.000Z")]
     pub created_at: Option<DateTime<Utc>>,
     /// Timestamp when the contact was last updated
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamps")]
     #[schema(example = "2021-01-01T01:01:01.000Z")]
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -872,11 +874,11 @@ pub struct Account {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Timestamp when the account was created
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamps")]
     #[schema(example = "2021-01-01T01:01:01.000Z")]
     pub created_at: Option<DateTime<Utc>>,
     /// Timestamp when the account was last updated
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamps")]
     #[schema(example = "2021-01-01T01:01:01.000Z")]
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -983,10 +985,10 @@ pub struct List {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Timestamp when the list was created
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamps")]
     pub created_at: Option<DateTime<Utc>>,
     /// Timestamp when the list was last updated
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamps")]
     pub updated_at: Option<DateTime<Utc>>,
     /// The type of the list
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]

@@ -159,12 +159,9 @@ pub async fn read_page(
                     let mut rows = statement.raw_query();
                     let mut found = Vec::with_capacity(page_size + 1);
                     while let Some(row) = rows.next()? {
-                        found.push((
-                            row.get("pos")?,
-                            row.get("horizon")?,
-                            row.get("seq")?,
-                            row.get("body")?,
-                        ));
+                        // By position (seq, pos, body, horizon): a name is looked up
+                        // among the columns on every call.
+                        found.push((row.get(1)?, row.get(3)?, row.get(0)?, row.get(2)?));
                     }
                     Ok(found)
                 })
