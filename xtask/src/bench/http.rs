@@ -358,7 +358,7 @@ async fn on_store(
     };
     let get =
         |key, title: &str, path: String| row(key, title.to_owned(), "GET", vec![path], None, &[]);
-    let rows = vec![
+    let rows = [
         get("healthz", "`GET /healthz`", "/healthz".into()),
         get(
             "get",

@@ -66,9 +66,9 @@ fn format(time: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
     put(at.minute(), 2, Some(b':'));
     put(at.second(), 2, None);
     if nano != 0 {
-        let (value, digits) = if nano % 1_000_000 == 0 {
+        let (value, digits) = if nano.is_multiple_of(1_000_000) {
             (nano / 1_000_000, 3)
-        } else if nano % 1_000 == 0 {
+        } else if nano.is_multiple_of(1_000) {
             (nano / 1_000, 6)
         } else {
             (nano, 9)
