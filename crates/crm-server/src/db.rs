@@ -543,20 +543,20 @@ impl Database {
     /// running (see the `HORIZON` of the page queries), so a write that commits late is
     /// never passed over.
     pub async fn next_position(&self, tx: &mut sqlx::AnyConnection) -> Result<i64, sqlx::Error> {
-        let sql = self.pick(
+        sqlx::query_scalar(self.position_sql()).fetch_one(tx).await
+    }
+
+    /// The statement that gives a write its position (see [`Database::next_position`]).
+    fn position_sql(&self) -> &'static str {
+        self.pick(
             "UPDATE positions SET next = next + 1 RETURNING next",
             "SELECT pg_current_xact_id()::text::bigint",
-        );
-        sqlx::query_scalar(sql).fetch_one(tx).await
+        )
     }
 
     /// [`Database::next_position`] in a [`Txn`].
     pub async fn position_in(&self, tx: &mut Txn) -> Result<i64, TxnError> {
-        let sql = self.pick(
-            "UPDATE positions SET next = next + 1 RETURNING next",
-            "SELECT pg_current_xact_id()::text::bigint",
-        );
-        let row = tx.fetch_optional(sql, &[]).await?;
+        let row = tx.fetch_optional(self.position_sql(), &[]).await?;
         row.map(|r| r.int(0))
             .ok_or(TxnError::Sqlx(sqlx::Error::RowNotFound))
     }

@@ -30,13 +30,15 @@ pub async fn items<'e>(
     .fetch_all(executor)
     .await
     .map_err(internal)?;
-    Ok(ids
-        .into_iter()
-        .map(|id| ListItem {
-            id: Some(id.clone()),
-            remote_id: Some(id),
-        })
-        .collect())
+    Ok(ids.into_iter().map(list_item).collect())
+}
+
+/// A record on a list: the local provider's ids are its remote ids.
+fn list_item(id: String) -> ListItem {
+    ListItem {
+        id: Some(id.clone()),
+        remote_id: Some(id),
+    }
 }
 
 /// How many items the list stored at `seq` holds.
@@ -60,16 +62,7 @@ async fn items_in(tx: &mut Txn, scope: &AccountScope, seq: i64) -> ServiceResult
         )
         .await
         .map_err(internal)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let id = r.text(0);
-            ListItem {
-                id: Some(id.clone()),
-                remote_id: Some(id),
-            }
-        })
-        .collect())
+    Ok(rows.into_iter().map(|r| list_item(r.text(0))).collect())
 }
 
 /// Takes a deleted record off every list of its linked account.
