@@ -9,6 +9,9 @@
 //! Connectors report their calls with [`provider_call`], [`provider_retry`] and
 //! [`token_refresh`]; the HTTP edge reports requests and rejections.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::http::Method;
@@ -93,10 +96,74 @@ pub fn method_label(method: &Method) -> &'static str {
 /// (`/unified/crm/contacts/{id}`), never the path itself.
 pub fn request(route: &str, method: &Method, status: u16, elapsed: Duration) {
     let method = method_label(method);
-    metrics::counter!(REQUESTS, "route" => route.to_owned(), "method" => method, "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!(REQUEST_DURATION, "route" => route.to_owned(), "method" => method)
-        .record(elapsed.as_secs_f64());
+    if !KEEP_HANDLES.load(Ordering::Relaxed) {
+        let (counter, histogram) = request_handles(route, method, status);
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
+        return;
+    }
+    // Registering a labelled metric builds and hashes its key and takes the recorder's
+    // locks; each thread keeps the handles of the (route, method, status) it has seen.
+    REQUEST_HANDLES.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        let for_route = match kept.get_mut(route) {
+            Some(for_route) => for_route,
+            None => kept.entry(route.into()).or_default(),
+        };
+        let at = match for_route
+            .iter()
+            .position(|h| h.method == method && h.status == status)
+        {
+            Some(at) => at,
+            None => {
+                let (counter, histogram) = request_handles(route, method, status);
+                for_route.push(RequestHandles {
+                    method,
+                    status,
+                    counter,
+                    histogram,
+                });
+                for_route.len() - 1
+            }
+        };
+        let handles = &for_route[at];
+        handles.counter.increment(1);
+        handles.histogram.record(elapsed.as_secs_f64());
+    });
+}
+
+fn request_handles(
+    route: &str,
+    method: &'static str,
+    status: u16,
+) -> (metrics::Counter, metrics::Histogram) {
+    (
+        metrics::counter!(REQUESTS, "route" => route.to_owned(), "method" => method, "status" => status.to_string()),
+        metrics::histogram!(REQUEST_DURATION, "route" => route.to_owned(), "method" => method),
+    )
+}
+
+/// Whether [`request`] keeps the handles it registers (see [`keep_request_handles`]).
+static KEEP_HANDLES: AtomicBool = AtomicBool::new(false);
+
+/// Lets [`request`] keep, per thread, the handles it registers. Call it once the process's
+/// recorder is installed and will stay: handles taken earlier report to no recorder, and a
+/// recorder set later would not see what kept handles report. The labels are bounded (route
+/// templates, standard methods, statuses), so what is kept is too.
+pub fn keep_request_handles() {
+    KEEP_HANDLES.store(true, Ordering::Relaxed);
+}
+
+struct RequestHandles {
+    method: &'static str,
+    status: u16,
+    counter: metrics::Counter,
+    histogram: metrics::Histogram,
+}
+
+thread_local! {
+    static REQUEST_HANDLES: RefCell<HashMap<Box<str>, Vec<RequestHandles>>> =
+        RefCell::new(HashMap::new());
 }
 
 /// Counts one request refused at the edge.

@@ -240,6 +240,8 @@ pub struct Database {
     /// SQLite only: the writer whose transactions this process's writes share (see
     /// `group_commit`).
     writer: Option<std::sync::Arc<crate::group_commit::GroupWriter>>,
+    /// PostgreSQL only: the key checks this process trusts for a moment (see `tenancy`).
+    key_checks: Option<std::sync::Arc<crate::tenancy::KeyChecks>>,
 }
 
 impl fmt::Debug for Database {
@@ -400,11 +402,13 @@ impl Database {
             ),
             None => None,
         };
+        let key_checks = (kind == StoreKind::Postgres).then(Default::default);
         Ok(Database {
             pool,
             kind,
             reads,
             writer,
+            key_checks,
         })
     }
 
@@ -441,6 +445,11 @@ impl Database {
         self.reads.as_deref()
     }
 
+    /// PostgreSQL only: the key checks this process trusts for a moment.
+    pub(crate) fn key_checks(&self) -> Option<&crate::tenancy::KeyChecks> {
+        self.key_checks.as_deref()
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -452,6 +461,7 @@ impl Database {
     /// it is a transaction of its own, and the rows a write reads are locked with
     /// `FOR UPDATE`.
     pub async fn begin(&self) -> Result<Txn, TxnError> {
+        crate::sqlite_reads::release_held();
         let started = std::time::Instant::now();
         let _waiting = crate::metrics::PoolWaiting::start();
         match &self.writer {
@@ -491,6 +501,7 @@ impl Database {
     /// write lock up front; on PostgreSQL the rows a write reads are locked with
     /// `FOR UPDATE`.
     pub async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
+        crate::sqlite_reads::release_held();
         let started = std::time::Instant::now();
         let (tx, slot) = {
             let _waiting = crate::metrics::PoolWaiting::start();

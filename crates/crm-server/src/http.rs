@@ -193,7 +193,15 @@ where
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
         let edge = Arc::clone(&self.edge);
-        Box::pin(async move { Ok(request_log(&edge, inner, req).await) })
+        // A GET may keep its key check's read transaction for its record read (see
+        // `sqlite_reads`); other requests may wait for a body or write between their reads.
+        if req.method() == axum::http::Method::GET {
+            Box::pin(async move {
+                Ok(crate::sqlite_reads::holding(request_log(&edge, inner, req)).await)
+            })
+        } else {
+            Box::pin(async move { Ok(request_log(&edge, inner, req).await) })
+        }
     }
 }
 

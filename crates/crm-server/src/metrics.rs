@@ -56,6 +56,8 @@ pub fn handle() -> &'static PrometheusHandle {
                 "a metrics recorder was installed already; /metrics shows none of its metrics"
             );
         }
+        // A global recorder stays for the life of the process: handles may be kept.
+        crm_api::metrics::keep_request_handles();
         handle
     })
 }

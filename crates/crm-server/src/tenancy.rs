@@ -11,7 +11,9 @@ use crm_api::service::{AccountScope, ApiKey};
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use crm_api::service::Authorizer;
@@ -94,6 +96,55 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix("crm_")?;
     let (id, secret) = rest.split_once('_')?;
     (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
+}
+
+/// What a key check reads: the key's project, secret hash and revocation time, and the
+/// provider of the linked account asked for (`None` when the project has no such account).
+type Found = (String, Vec<u8>, Option<String>, Option<String>);
+
+/// How long a process on PostgreSQL trusts a key check it made. Another replica (or the
+/// `admin` command) may revoke the key meanwhile: the README states this bound.
+pub const KEY_CHECK_TRUST: Duration = Duration::from_millis(250);
+
+/// How many key checks are kept at most; when full, they are all dropped.
+const KEY_CHECKS_KEPT: usize = 10_000;
+
+/// Key checks a process on PostgreSQL trusts for [`KEY_CHECK_TRUST`], so most requests make
+/// one round trip to the database instead of two. Only checks that pass are kept (a key
+/// that is not revoked, with the account in its project); the secret is still compared with
+/// the kept hash on every request. A key revoked through this process is dropped at once.
+#[derive(Default)]
+pub struct KeyChecks {
+    kept: Mutex<HashMap<(String, String), (Instant, Found)>>,
+}
+
+impl KeyChecks {
+    fn get(&self, key_id: &str, account_id: &str) -> Option<Found> {
+        let kept = self.kept.lock().expect("not poisoned");
+        let (at, found) = kept.get(&(key_id.to_owned(), account_id.to_owned()))?;
+        (at.elapsed() < KEY_CHECK_TRUST).then(|| found.clone())
+    }
+
+    fn keep(&self, key_id: &str, account_id: &str, found: &Found) {
+        if found.2.is_some() || found.3.is_none() {
+            return;
+        }
+        let mut kept = self.kept.lock().expect("not poisoned");
+        if kept.len() >= KEY_CHECKS_KEPT {
+            kept.clear();
+        }
+        kept.insert(
+            (key_id.to_owned(), account_id.to_owned()),
+            (Instant::now(), found.clone()),
+        );
+    }
+
+    fn forget_key(&self, key_id: &str) {
+        self.kept
+            .lock()
+            .expect("not poisoned")
+            .retain(|(kept, _), _| kept != key_id);
+    }
 }
 
 /// Projects, keys and linked accounts in the server's database.
@@ -213,6 +264,9 @@ impl Tenancy {
                 .await?;
         if done.rows_affected() == 0 {
             return Err(TenancyError::UnknownKey(key_id.to_owned()));
+        }
+        if let Some(checks) = self.db.key_checks() {
+            checks.forget_key(key_id);
         }
         Ok(())
     }
@@ -345,32 +399,45 @@ impl Authorizer for Tenancy {
              FROM api_keys k \
              LEFT JOIN linked_accounts a ON a.id = $2 AND a.project_id = k.project_id \
              WHERE k.id = $1";
-        type Found = (String, Vec<u8>, Option<String>, Option<String>);
-        let found: Option<Found> = match self.db.sqlite_reads() {
-            Some(reads) => reads
-                .read(|conn| {
-                    let mut statement = conn.prepare_cached(KEY_AND_ACCOUNT)?;
-                    bind_numbered(&mut statement, &[&key_id, &account_id])?;
-                    let mut rows = statement.raw_query();
-                    rows.next()?
-                        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                        .transpose()
-                })
+        let trusted = self.db.key_checks().and_then(|c| c.get(key_id, account_id));
+        let found: Option<Found> = match (trusted, self.db.sqlite_reads()) {
+            (Some(found), _) => Some(found),
+            // A GET of a local account reads its record next, in the same read transaction.
+            (None, Some(reads)) => reads
+                .read_and_hold(
+                    |conn| {
+                        let mut statement = conn.prepare_cached(KEY_AND_ACCOUNT)?;
+                        bind_numbered(&mut statement, &[&key_id, &account_id])?;
+                        let mut rows = statement.raw_query();
+                        rows.next()?
+                            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                            .transpose()
+                    },
+                    |found: &Option<Found>| {
+                        found.as_ref().and_then(|f| f.3.as_deref()) == Some(LOCAL_PROVIDER)
+                    },
+                )
                 .map_err(read_failed)?,
-            None => sqlx::query(KEY_AND_ACCOUNT)
-                .bind(key_id)
-                .bind(account_id)
-                .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
-                .await
-                .map_err(internal)?
-                .map(|row| {
-                    (
-                        row.get("project_id"),
-                        row.get("secret_hash"),
-                        row.get("revoked_at"),
-                        row.get("provider"),
-                    )
-                }),
+            (None, None) => {
+                let found: Option<Found> = sqlx::query(KEY_AND_ACCOUNT)
+                    .bind(key_id)
+                    .bind(account_id)
+                    .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
+                    .await
+                    .map_err(internal)?
+                    .map(|row| {
+                        (
+                            row.get("project_id"),
+                            row.get("secret_hash"),
+                            row.get("revoked_at"),
+                            row.get("provider"),
+                        )
+                    });
+                if let (Some(checks), Some(found)) = (self.db.key_checks(), &found) {
+                    checks.keep(key_id, account_id, found);
+                }
+                found
+            }
         };
         let presented = hash(secret);
         let Some((project_id, stored, revoked_at, provider)) = found else {
@@ -434,6 +501,41 @@ pub(crate) fn internal(e: impl Into<crate::txn::TxnError>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn found(revoked: bool, provider: Option<&str>) -> Found {
+        (
+            "p".to_owned(),
+            vec![1; 32],
+            revoked.then(|| "2026-01-01T00:00:00Z".to_owned()),
+            provider.map(str::to_owned),
+        )
+    }
+
+    #[test]
+    fn a_key_check_is_trusted_for_a_moment_only_when_it_passed() {
+        let checks = KeyChecks::default();
+        checks.keep("k", "a", &found(false, Some("local")));
+        checks.keep("revoked", "a", &found(true, Some("local")));
+        checks.keep("k", "elsewhere", &found(false, None));
+        assert_eq!(checks.get("k", "a"), Some(found(false, Some("local"))));
+        assert_eq!(checks.get("k", "b"), None);
+        assert_eq!(checks.get("revoked", "a"), None);
+        assert_eq!(checks.get("k", "elsewhere"), None);
+        std::thread::sleep(KEY_CHECK_TRUST + Duration::from_millis(20));
+        assert_eq!(checks.get("k", "a"), None, "trusted past its bound");
+    }
+
+    #[test]
+    fn a_key_revoked_here_is_forgotten_at_once() {
+        let checks = KeyChecks::default();
+        checks.keep("k", "a", &found(false, Some("local")));
+        checks.keep("k", "b", &found(false, Some("hubspot")));
+        checks.keep("other", "a", &found(false, Some("local")));
+        checks.forget_key("k");
+        assert_eq!(checks.get("k", "a"), None);
+        assert_eq!(checks.get("k", "b"), None);
+        assert!(checks.get("other", "a").is_some());
+    }
 
     #[test]
     fn keys_split_into_id_and_secret() {
