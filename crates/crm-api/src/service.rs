@@ -111,6 +111,52 @@ pub struct Page<T> {
     pub raw: Vec<RawResponse>,
 }
 
+/// A record of a page as a provider hands it over: typed, or the JSON text that presenting
+/// it would write, byte for byte, to be written out as it is.
+#[derive(Debug, Clone)]
+pub enum Listed<T> {
+    Typed(T),
+    /// Never holds `custom_fields`, so no mapping or `include` changes it.
+    Presented(Box<serde_json::value::RawValue>),
+}
+
+impl<T: serde::Serialize> serde::Serialize for Listed<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Listed::Typed(record) => record.serialize(serializer),
+            Listed::Presented(json) => json.serialize(serializer),
+        }
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Listed<T> {
+    /// The record typed, read from its JSON when it came presented.
+    pub fn into_typed(self) -> Result<T, serde_json::Error> {
+        match self {
+            Listed::Typed(record) => Ok(record),
+            Listed::Presented(json) => serde_json::from_str(json.get()),
+        }
+    }
+}
+
+/// A [`Page`] whose records may come presented (see [`Listed`]).
+#[derive(Debug, Clone)]
+pub struct ListedPage<T> {
+    pub data: Vec<Listed<T>>,
+    pub next: Option<String>,
+    pub raw: Vec<RawResponse>,
+}
+
+impl<T> From<Page<T>> for ListedPage<T> {
+    fn from(page: Page<T>) -> Self {
+        ListedPage {
+            data: page.data.into_iter().map(Listed::Typed).collect(),
+            next: page.next,
+            raw: page.raw,
+        }
+    }
+}
+
 pub type ServiceResult<T> = Result<T, ApiError>;
 
 /// Who the caller is.
@@ -154,6 +200,15 @@ pub trait CrmProvider: Send + Sync + 'static {
         scope: &AccountScope,
         page: &PageRequest,
     ) -> ServiceResult<Page<Contact>>;
+    /// [`CrmProvider::list_contacts`], with the records a provider holds already in their
+    /// presented form handed over as that text. The handler of the listing calls this one.
+    async fn list_contacts_listed(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<ListedPage<Contact>> {
+        self.list_contacts(scope, page).await.map(ListedPage::from)
+    }
     async fn get_contact(
         &self,
         scope: &AccountScope,

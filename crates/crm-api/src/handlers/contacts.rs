@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::{
-    Shape, leave_out, no_content, page, prefers_minimal, project, single, typed_projection, written,
+    Shape, leave_out, listed_page, no_content, prefers_minimal, project, single, typed_projection,
+    written,
 };
 use crate::error::ApiError;
 use crate::extract::{ExternalId, JsonBody, RecordId};
@@ -36,9 +37,9 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let contacts = state
         .provider(&scope)?
-        .list_contacts(&scope, &(&query).into())
+        .list_contacts_listed(&scope, &(&query).into())
         .await?;
-    page(contacts, &query, Shape::Contact, |data, next, raw| {
+    listed_page(contacts, &query, Shape::Contact, |data, next, raw| {
         ContactsPaginated { next, data, raw }
     })
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::models::RawResponse;
 use crate::params::CrmQuery;
-use crate::service::{Page, PageRequest, ReadRequest, Served};
+use crate::service::{Listed, ListedPage, Page, PageRequest, ReadRequest, Served};
 
 /// How a response body is shaped by the query: `raw`, `fields` and, for contacts, `include`.
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +228,65 @@ pub(crate) fn page<T: Projectable, E: Serialize>(
             shape,
         )
     }
+}
+
+/// A page whose records may come presented (see [`Listed`]), shaped by the query. A
+/// presented record is written out as it is when the query shapes records on their type (it
+/// holds no `custom_fields`, so leaving them out changes nothing); otherwise it is typed first
+/// and the page takes the way of [`page`].
+pub(crate) fn listed_page<T, E: Serialize>(
+    page_: ListedPage<T>,
+    query: &CrmQuery,
+    shape: Shape,
+    envelope: impl FnOnce(Vec<T>, Option<String>, Option<Vec<RawResponse>>) -> E,
+) -> Result<Response, ApiError>
+where
+    T: Projectable + Serialize + serde::de::DeserializeOwned,
+{
+    if !typed_projection::<T>(query, shape) {
+        let data = page_
+            .data
+            .into_iter()
+            .map(Listed::into_typed)
+            .collect::<Result<Vec<T>, _>>()
+            .map_err(unserialisable)?;
+        return page(
+            Page {
+                data,
+                next: page_.next,
+                raw: page_.raw,
+            },
+            query,
+            shape,
+            envelope,
+        );
+    }
+    let mut data = page_.data;
+    for item in &mut data {
+        if let Listed::Typed(record) = item {
+            leave_out(record, query, shape);
+        }
+    }
+    let capacity = 256 + 1024 * data.len();
+    serialised(
+        &ListedEnvelope {
+            next: page_.next,
+            data,
+            raw: raw_part(query, page_.raw),
+        },
+        capacity,
+    )
+}
+
+/// The JSON of every `*Paginated` model (`next`, `data`, `raw`, in this order, absent
+/// ones left out), over [`Listed`] records.
+#[derive(Serialize)]
+struct ListedEnvelope<T> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    data: Vec<Listed<T>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<Vec<RawResponse>>,
 }
 
 /// The answer to a write: the whole record as stored with its `ETag`, or, when the

@@ -8,6 +8,7 @@
 
 mod lists;
 mod paging;
+mod presented;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -21,10 +22,11 @@ use crm_api::models::{
     JsonObject, List, UnifiedCustomFields,
 };
 use crm_api::service::{
-    AccountScope, CrmProvider, Page, PageRequest, ReadRequest, RecordStream, Served, ServiceResult,
-    Write,
+    AccountScope, CrmProvider, Listed, ListedPage, Page, PageRequest, ReadRequest, RecordStream,
+    Served, ServiceResult, Write,
 };
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::Row;
 
 use crate::clock::Clock;
@@ -64,11 +66,17 @@ fn conflict_or_internal(e: TxnError) -> ApiError {
 pub struct LocalProvider {
     db: Database,
     clock: Arc<dyn Clock>,
+    /// Stored bodies known to be their own presentation (see `presented`).
+    presented: Arc<presented::Presented>,
 }
 
 impl LocalProvider {
     pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+        Self {
+            db,
+            clock,
+            presented: Arc::default(),
+        }
     }
 
     /// Checks a record's `custom_fields` against the definitions of its linked account.
@@ -541,6 +549,57 @@ impl LocalProvider {
         })
     }
 
+    /// A page whose stored bodies that present as themselves are handed over as they are
+    /// (see `presented`); the others are presented, and learned when they turn out so.
+    async fn listed<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        request: &PageRequest,
+    ) -> ServiceResult<ListedPage<R>> {
+        if request.raw {
+            return self
+                .page(scope, request)
+                .await
+                .map(|page| ListedPage::from(strip_seqs(page)));
+        }
+        let page = paging::read_page(&self.db, scope, R::KIND, request).await?;
+        let keys: Vec<presented::Key> = page
+            .rows
+            .iter()
+            .map(|(_, body)| presented::Key::of(R::KIND, body))
+            .collect();
+        let known = self.presented.known(&keys);
+        let mut mapping = None;
+        let mut learned = Vec::new();
+        let mut data = Vec::with_capacity(page.rows.len());
+        for (((_, body), key), known) in page.rows.into_iter().zip(keys).zip(known) {
+            if known {
+                let json = RawValue::from_string(body)
+                    .map_err(|e| ApiError::internal(format!("a stored record is corrupt: {e}")))?;
+                data.push(Listed::Presented(json));
+                continue;
+            }
+            // The mapping is read only for a page with a body not known yet.
+            let mapping = match &mut mapping {
+                Some(mapping) => mapping,
+                None => mapping.insert(self.mapping_for::<R>(scope).await?),
+            };
+            let record: R = present_stored(&body, mapping)?;
+            if serde_json::to_string(&record)
+                .is_ok_and(|text| presented::presents_as_itself(&body, &text))
+            {
+                learned.push(key);
+            }
+            data.push(Listed::Typed(record));
+        }
+        self.presented.learn(&learned);
+        Ok(ListedPage {
+            data,
+            next: page.next,
+            raw: Vec::new(),
+        })
+    }
+
     async fn delete<R: Resource>(&self, scope: &AccountScope, id: &str) -> ServiceResult<()> {
         let mut tx = self.db.begin().await.map_err(internal)?;
         let deleted = tx
@@ -639,6 +698,14 @@ impl CrmProvider for LocalProvider {
         page: &PageRequest,
     ) -> ServiceResult<Page<Contact>> {
         self.page(scope, page).await.map(strip_seqs)
+    }
+
+    async fn list_contacts_listed(
+        &self,
+        scope: &AccountScope,
+        page: &PageRequest,
+    ) -> ServiceResult<ListedPage<Contact>> {
+        self.listed(scope, page).await
     }
 
     async fn get_contact(
