@@ -647,6 +647,38 @@ async fn custom_field_values_follow_their_definitions() {
         Value::Object(read.unified_custom_fields.unwrap()),
         json!({"training": "Completed", "seats": 12})
     );
+    // A write answers the record as a read does: with them when it has custom fields, and
+    // without when it has none.
+    let patched = client
+        .crm_update_contact()
+        .x_account_id(account)
+        .id(contact.id.as_deref().unwrap())
+        .body(types::CrmCreateContactRequestDto {
+            first_name: Some("Patched".into()),
+            ..Default::default()
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    assert_eq!(
+        patched.unified_custom_fields.map(Value::Object),
+        Some(json!({"training": "Completed", "seats": 12}))
+    );
+    let plain = client
+        .crm_create_contact()
+        .x_account_id(account)
+        .body(types::CrmCreateContactRequestDto {
+            last_name: Some("Plain".parse().unwrap()),
+            ..Default::default()
+        })
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
+    assert_eq!(plain.unified_custom_fields, None);
     server.stop().await;
 }
 

@@ -413,7 +413,16 @@ impl LocalProvider {
         scope: &AccountScope,
         record: JsonObject,
     ) -> ServiceResult<R> {
-        let mapping = self.mapping_for::<R>(scope).await?;
+        // The mapping only names custom fields: a record without any needs no read of it.
+        let has_custom_fields = record
+            .get("custom_fields")
+            .and_then(Value::as_array)
+            .is_some_and(|entries| !entries.is_empty());
+        let mapping = if has_custom_fields {
+            self.mapping_for::<R>(scope).await?
+        } else {
+            BTreeMap::new()
+        };
         present(record, &mapping)
     }
 
