@@ -197,18 +197,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<Write<T>, ApiError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
-    let Value::Object(sent) = value else {
+    if !value.is_object() {
         return Err(ApiError::unprocessable(
             "",
             "the request body must be a JSON object",
         ));
-    };
-    let body = serde_path_to_error::deserialize(&Value::Object(sent.clone())).map_err(
+    }
+    // Read from the value in place: the object is kept as sent, not copied.
+    let body = serde_path_to_error::deserialize(&value).map_err(
         |e: serde_path_to_error::Error<serde_json::Error>| {
             let field = e.path().to_string();
             ApiError::unprocessable(&field, format!("{field}: {}", e.inner()))
         },
     )?;
+    let Value::Object(sent) = value else {
+        unreachable!("checked to be an object above")
+    };
     Ok(Write {
         body,
         sent,

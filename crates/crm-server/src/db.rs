@@ -565,8 +565,12 @@ impl Database {
         )
     }
 
-    /// [`Database::next_position`] in a [`Txn`].
+    /// [`Database::next_position`] in a [`Txn`]; on SQLite counted by the transaction its
+    /// writes share ([`crate::group_commit::GroupWrite::next_position`]).
     pub async fn position_in(&self, tx: &mut Txn) -> Result<i64, TxnError> {
+        if let Some(counted) = tx.counted_position() {
+            return counted;
+        }
         let row = tx.fetch_optional(self.position_sql(), &[]).await?;
         row.map(|r| r.int(0))
             .ok_or(TxnError::Sqlx(sqlx::Error::RowNotFound))

@@ -9,7 +9,10 @@
 //!   so a write that fails rolls back alone;
 //! - when it is done it hands the slot to the next writer waiting, and the transaction stays
 //!   open for it; the last writer of a burst (nobody waiting, or [`MAX_BATCH`] writes in the
-//!   transaction) commits, on a blocking thread;
+//!   transaction) commits. While the WAL is being synced the
+//!   transaction stays open even then, and the thread that syncs commits it after the sync
+//!   (see [`State::syncing`]): its writes would wait for the next sync anyway, and the
+//!   writes that come meanwhile join one `COMMIT` instead of several;
 //! - every write waits for the `COMMIT` of its transaction before it is answered, so what is
 //!   acknowledged is on disk. When that `COMMIT` fails, every write of the transaction fails.
 //!
@@ -72,6 +75,11 @@ struct State {
     waiters: VecDeque<Waiter>,
     /// The open transaction, if any.
     batch: Option<OpenBatch>,
+    /// The syncer is syncing the WAL. A transaction that would commit now is left open
+    /// instead, for the writes that come meanwhile to join: its commit would only wait for
+    /// the next sync anyway. The syncer commits it when its sync is done, unless a writer
+    /// holds the slot (and then that writer does).
+    syncing: bool,
 }
 
 struct Waiter {
@@ -83,6 +91,9 @@ struct OpenBatch {
     /// Writes done (savepoint released) in this transaction.
     writes: usize,
     done: Done,
+    /// The last paging position given to a write of this transaction, once one was (see
+    /// [`GroupWrite::next_position`]); stored in `positions` just before the `COMMIT`.
+    position: Option<i64>,
 }
 
 impl GroupWriter {
@@ -146,9 +157,10 @@ impl GroupWriter {
             .spawn(move || checkpoints(&checkpointer, &watched))
             .map_err(WriteError::Thread)?;
         if let Some(syncer) = writer.syncer.clone() {
+            let watched = Arc::downgrade(&writer);
             std::thread::Builder::new()
                 .name("sqlite-sync".into())
-                .spawn(move || syncer.run())
+                .spawn(move || syncer.run(&watched))
                 .map_err(WriteError::Thread)?;
         }
         Ok(writer)
@@ -177,12 +189,21 @@ impl GroupWriter {
         let Some(batch) = self.state().batch.take() else {
             return;
         };
-        let outcome = self
-            .conn()
-            .prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-            .map(drop)
-            .map_err(|e| Arc::<str>::from(e.to_string()));
+        let outcome = {
+            let conn = self.conn();
+            batch
+                .position
+                .map_or(Ok(0), |last| {
+                    conn.prepare_cached("UPDATE positions SET next = ?1")
+                        .and_then(|mut s| s.execute([last]))
+                })
+                .and_then(|_| {
+                    conn.prepare_cached("COMMIT")
+                        .and_then(|mut s| s.execute([]))
+                })
+                .map(drop)
+                .map_err(|e| Arc::<str>::from(e.to_string()))
+        };
         if let Err(e) = &outcome {
             tracing::error!(error = %e, writes = batch.writes, "a group commit failed");
             let conn = self.conn();
@@ -258,14 +279,15 @@ impl GroupWriter {
 
 /// Whether the slot can only be given up after a `COMMIT`: a transaction is open and nobody
 /// waits to join it (or it is full, or the next writer wants a transaction of its own).
+/// Nobody waiting while the WAL is being synced leaves the transaction open (see
+/// [`State::syncing`]).
 fn needs_commit(state: &State) -> bool {
     state.batch.as_ref().is_some_and(|b| {
         b.writes >= MAX_BATCH
-            || state
-                .waiters
-                .iter()
-                .find(|w| !w.wake.is_closed())
-                .is_none_or(|w| w.exclusive)
+            || match state.waiters.iter().find(|w| !w.wake.is_closed()) {
+                Some(next) => next.exclusive,
+                None => !state.syncing,
+            }
     })
 }
 
@@ -308,7 +330,7 @@ impl Syncer {
         self.wake.notify_one();
     }
 
-    fn run(&self) {
+    fn run(&self, writer: &std::sync::Weak<GroupWriter>) {
         loop {
             let waiting = {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -324,6 +346,10 @@ impl Syncer {
                 }
                 std::mem::take(&mut *pending)
             };
+            let writer = writer.upgrade();
+            if let Some(writer) = &writer {
+                writer.state().syncing = true;
+            }
             // Every commit taken above returned before this sync starts.
             let outcome = self.wal.sync_data().map_err(|e| {
                 tracing::error!(error = %e, "syncing the WAL failed: writes are not answered");
@@ -333,6 +359,21 @@ impl Syncer {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             for done in waiting {
                 done.send_replace(Some(outcome.clone()));
+            }
+            // A transaction left open during the sync, with its slot free, is committed
+            // here; one whose writer still holds the slot is committed by that writer.
+            if let Some(writer) = writer {
+                let left_open = {
+                    let mut state = writer.state();
+                    state.syncing = false;
+                    let left_open = state.batch.is_some() && !state.busy;
+                    state.busy |= left_open;
+                    left_open
+                };
+                if left_open {
+                    writer.commit_open();
+                    writer.release_blocking();
+                }
             }
         }
     }
@@ -352,6 +393,12 @@ impl Slot {
             let mut state = writer.state();
             if !state.busy {
                 state.busy = true;
+                // A free slot may have a transaction left open while the WAL is synced;
+                // an exclusive writer needs it committed.
+                if exclusive && state.batch.is_some() {
+                    drop(state);
+                    writer.commit_open();
+                }
                 None
             } else {
                 let (wake, woken) = oneshot::channel();
@@ -371,7 +418,7 @@ impl Slot {
             waiting.woken = None;
         }
         // Handed over by `release_blocking`, which commits before it hands the slot to an
-        // exclusive writer, or free, which means no transaction is open.
+        // exclusive writer, or free, and then committed above for an exclusive writer.
         Slot {
             writer: writer.clone(),
         }
@@ -427,6 +474,7 @@ impl GroupWrite {
                 writer.state().batch = Some(OpenBatch {
                     writes: 0,
                     done: done.clone(),
+                    position: None,
                 });
                 done
             }
@@ -443,6 +491,27 @@ impl GroupWrite {
             .as_ref()
             .expect("held until the write ends")
             .writer()
+    }
+
+    /// The next paging position, in commit order. The shared transaction holds the
+    /// database's write lock from its `BEGIN IMMEDIATE` to its `COMMIT`, so `positions` is
+    /// read once per transaction, counted on in memory, and written back once before the
+    /// `COMMIT`. A write that rolls back alone leaves a gap, which paging does not mind.
+    pub fn next_position(&self) -> rusqlite::Result<i64> {
+        let writer = self.writer();
+        let last = writer.state().batch.as_ref().and_then(|b| b.position);
+        let last = match last {
+            Some(last) => last,
+            None => writer.with_conn(|c| {
+                c.prepare_cached("SELECT next FROM positions")?
+                    .query_row([], |r| r.get::<_, i64>(0))
+            })?,
+        };
+        let next = last + 1;
+        if let Some(batch) = writer.state().batch.as_mut() {
+            batch.position = Some(next);
+        }
+        Ok(next)
     }
 
     /// Ends the write and waits until its transaction is committed: once this returns `Ok`,
@@ -750,5 +819,112 @@ mod tests {
         first.commit().await.unwrap();
         exclusive.await.unwrap();
         assert_eq!(committed(&dir), vec![1, 2]);
+    }
+
+    /// What `positions` holds, as another connection sees it.
+    fn stored_position(dir: &tempfile::TempDir) -> i64 {
+        Connection::open(dir.path().join("t.db"))
+            .unwrap()
+            .query_row("SELECT next FROM positions", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn positions_rise_in_commit_order_and_are_stored_with_the_commit() {
+        let (dir, writer) = store();
+        Connection::open(dir.path().join("t.db"))
+            .unwrap()
+            .execute_batch("CREATE TABLE positions (next INTEGER NOT NULL); INSERT INTO positions VALUES (41);")
+            .unwrap();
+        // A write that rolls back leaves a gap; the next one still rises.
+        let first = GroupWrite::begin(&writer).await.unwrap();
+        assert_eq!(first.next_position().unwrap(), 42);
+        drop(first);
+        let second = GroupWrite::begin(&writer).await.unwrap();
+        let given = second.next_position().unwrap();
+        assert!(given > 42, "{given}");
+        insert(&second, given, None).unwrap();
+        second.commit().await.unwrap();
+        assert_eq!(stored_position(&dir), given);
+        // Concurrent writes, many per transaction: each position once, in the order the
+        // writes ran (their rows' order of insertion), and the last one stored.
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let write = GroupWrite::begin(&writer).await.unwrap();
+                    let position = write.next_position().unwrap();
+                    insert(&write, position, None).unwrap();
+                    write.commit().await.unwrap();
+                    position
+                })
+            })
+            .collect();
+        let mut positions = Vec::new();
+        for task in tasks {
+            positions.push(task.await.unwrap());
+        }
+        positions.sort();
+        positions.dedup();
+        assert_eq!(positions.len(), 100);
+        assert!(positions[0] > given);
+        let in_insertion_order: Vec<i64> = {
+            let conn = Connection::open(dir.path().join("t.db")).unwrap();
+            let mut s = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
+            s.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert!(in_insertion_order.is_sorted(), "{in_insertion_order:?}");
+        assert_eq!(stored_position(&dir), *positions.last().unwrap());
+        assert!(writer.commits() < 100, "{} commits", writer.commits());
+    }
+
+    /// A write released while the WAL is being synced, its transaction left open.
+    async fn left_open_during_a_sync(
+        dir: &tempfile::TempDir,
+        writer: &Arc<GroupWriter>,
+    ) -> tokio::task::JoinHandle<Result<(), WriteError>> {
+        writer.state().syncing = true;
+        let first = GroupWrite::begin(writer).await.unwrap();
+        insert(&first, 1, None).unwrap();
+        let answered = tokio::spawn(first.commit());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while writer.state().busy {
+            assert!(Instant::now() < deadline, "the slot was not given up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            writer.state().batch.is_some(),
+            "the transaction was committed"
+        );
+        assert_eq!(writer.commits(), 0);
+        assert!(committed(dir).is_empty());
+        answered
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_left_open_during_a_sync_is_committed_by_the_syncer() {
+        let (dir, writer) = store();
+        let answered = left_open_during_a_sync(&dir, &writer).await;
+        // The syncer's next sync ends with the commit of what was left open.
+        let nudge = Arc::new(watch::Sender::new(None));
+        writer.syncer.as_ref().unwrap().after_next_sync(nudge);
+        answered.await.unwrap().unwrap();
+        assert_eq!(committed(&dir), vec![1]);
+        assert!(!writer.state().syncing);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exclusive_writer_commits_a_transaction_left_open_first() {
+        let (dir, writer) = store();
+        let answered = left_open_during_a_sync(&dir, &writer).await;
+        let slot = Slot::take(&writer, true).await;
+        assert_eq!(committed(&dir), vec![1]);
+        assert!(writer.state().batch.is_none());
+        drop(slot);
+        writer.state().syncing = false;
+        answered.await.unwrap().unwrap();
     }
 }

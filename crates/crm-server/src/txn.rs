@@ -270,6 +270,15 @@ impl Txn {
         Ok(self.fetch_all(sql, args).await?.into_iter().next())
     }
 
+    /// The next paging position, when the store counts them in the shared transaction of
+    /// its writes (SQLite); `None` on PostgreSQL.
+    pub fn counted_position(&mut self) -> Option<Result<i64, TxnError>> {
+        match self.inner() {
+            Inner::Sqlite(write) => Some(write.next_position().map_err(TxnError::from)),
+            Inner::Postgres(_) | Inner::PostgresAlone(_) => None,
+        }
+    }
+
     /// Commits: once this returns `Ok`, the write is durable.
     pub async fn commit(mut self) -> Result<(), TxnError> {
         let result = match self.inner.take().expect("a transaction is committed once") {

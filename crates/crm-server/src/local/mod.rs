@@ -150,7 +150,7 @@ impl LocalProvider {
     ) -> ServiceResult<Served<R>> {
         let now = self.clock.now();
         let id = uuid::Uuid::new_v4().to_string();
-        let mut record = rules::new_record::<R>(&write.sent, &id, now)?;
+        let record = rules::new_record::<R>(&write.sent, &id, now)?;
         // A record without custom field values needs nothing from the store to be checked
         // and encoded, so that is done before the write starts: on SQLite the writes of the
         // process take turns, and each turn is kept to the statements.
@@ -158,12 +158,13 @@ impl LocalProvider {
             && record
                 .get("custom_fields")
                 .is_some_and(|v| v.as_array().is_some());
-        let encoded = match needs_definitions {
-            false => Some(encode::<R>(&record)?),
-            true => None,
+        let draft = match needs_definitions {
+            false => Draft::Encoded(encode::<R>(record)?),
+            true => Draft::NeedsDefinitions(record),
         };
         // Without a key to record it under nor definitions to read, a create is one statement.
-        let mut tx = match write.idempotency_key.is_none() && encoded.is_some() {
+        let alone = matches!(draft, Draft::Encoded(_));
+        let mut tx = match write.idempotency_key.is_none() && alone {
             true => self.db.begin_alone().await,
             false => self.db.begin().await,
         }
@@ -172,18 +173,17 @@ impl LocalProvider {
             && let Some(stored) = Self::landed_create::<R>(&mut tx, scope, key).await?
         {
             tx.commit().await.map_err(internal)?;
-            let raw = raw::read(R::KIND, &stored, &JsonObject::new());
             let data = self.present(scope, stored).await?;
             return Ok(Served {
                 data,
-                raw: vec![raw],
+                raw: Vec::new(),
             });
         }
-        let (stored, body) = match encoded {
-            Some(encoded) => encoded,
-            None => {
+        let Encoded { data, stored, body } = match draft {
+            Draft::Encoded(encoded) => encoded,
+            Draft::NeedsDefinitions(mut record) => {
                 Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
-                encode::<R>(&record)?
+                encode::<R>(record)?
             }
         };
         let passthrough = write
@@ -223,11 +223,16 @@ impl LocalProvider {
             .map_err(internal)?;
         }
         tx.commit().await.map_err(internal)?;
-        let raw = raw::create(R::KIND, &write.sent, &stored);
-        let data = self.present(scope, stored).await?;
+        // The model read from what was stored is what presenting it gives, unless it holds
+        // custom field values to name by the project's mapping. A write's answer never
+        // carries `raw`, so none is made.
+        let data = match has_custom_fields(&stored) {
+            true => self.present(scope, stored).await?,
+            false => data,
+        };
         Ok(Served {
             data,
-            raw: vec![raw],
+            raw: Vec::new(),
         })
     }
 
@@ -311,7 +316,7 @@ impl LocalProvider {
                     .map_err(conflict_or_internal)?;
                 tx.commit().await.map_err(internal)?;
                 if applied == 1 {
-                    return self.updated(scope, &write.sent, seq, revision.stored).await;
+                    return self.updated(scope, seq, revision.stored).await;
                 }
                 None
             }
@@ -350,7 +355,7 @@ impl LocalProvider {
                 if R::CUSTOM_FIELDS {
                     Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
                 }
-                let (stored, body) = encode::<R>(&record)?;
+                let Encoded { stored, body, .. } = encode::<R>(record)?;
                 Revision {
                     stored,
                     body,
@@ -387,22 +392,21 @@ impl LocalProvider {
         .await
         .map_err(conflict_or_internal)?;
         tx.commit().await.map_err(internal)?;
-        self.updated(scope, &write.sent, seq, stored).await
+        self.updated(scope, seq, stored).await
     }
 
     /// The answer to an update that stored `stored`.
     async fn updated<R: Resource>(
         &self,
         scope: &AccountScope,
-        sent: &JsonObject,
         seq: i64,
         stored: JsonObject,
     ) -> ServiceResult<Served<(i64, R)>> {
-        let raw = raw::update(R::KIND, sent, &stored);
+        // A write's answer never carries `raw`, so none is made.
         let data = self.present(scope, stored).await?;
         Ok(Served {
             data: (seq, data),
-            raw: vec![raw],
+            raw: Vec::new(),
         })
     }
 
@@ -414,11 +418,7 @@ impl LocalProvider {
         record: JsonObject,
     ) -> ServiceResult<R> {
         // The mapping only names custom fields: a record without any needs no read of it.
-        let has_custom_fields = record
-            .get("custom_fields")
-            .and_then(Value::as_array)
-            .is_some_and(|entries| !entries.is_empty());
-        let mapping = if has_custom_fields {
+        let mapping = if has_custom_fields(&record) {
             self.mapping_for::<R>(scope).await?
         } else {
             BTreeMap::new()
@@ -658,7 +658,7 @@ fn revise_alone<R: Resource, D>(
     if R::CUSTOM_FIELDS && record.get("custom_fields").is_some_and(Value::is_array) {
         return None;
     }
-    let (stored, body) = encode::<R>(&record).ok()?;
+    let Encoded { stored, body, .. } = encode::<R>(record).ok()?;
     Some(Revision {
         stored,
         body,
@@ -666,13 +666,35 @@ fn revise_alone<R: Resource, D>(
     })
 }
 
-/// A record checked against its kind's model, as stored: the object and its JSON text.
-fn encode<R: Resource>(record: &JsonObject) -> ServiceResult<(JsonObject, String)> {
-    let data: R = typed(record)?;
+/// Whether a record holds custom field values (which presenting it names by the mapping).
+fn has_custom_fields(record: &JsonObject) -> bool {
+    record
+        .get("custom_fields")
+        .and_then(Value::as_array)
+        .is_some_and(|entries| !entries.is_empty())
+}
+
+/// A record checked against its kind's model: the model, and what is stored (the object and
+/// its JSON text).
+struct Encoded<R> {
+    data: R,
+    stored: JsonObject,
+    body: String,
+}
+
+/// A record to create: encoded, or waiting for its custom fields to be checked against their
+/// definitions, which are read in the write's transaction.
+enum Draft<R> {
+    Encoded(Encoded<R>),
+    NeedsDefinitions(JsonObject),
+}
+
+fn encode<R: Resource>(record: JsonObject) -> ServiceResult<Encoded<R>> {
+    let data: R = rules::typed_owned(record)?;
     let stored = rules::to_object(&data)?;
     let body = serde_json::to_string(&stored)
         .map_err(|e| ApiError::internal(format!("could not encode a record: {e}")))?;
-    Ok((stored, body))
+    Ok(Encoded { data, stored, body })
 }
 
 /// A stored mapping (JSON) as the map it is; none stored is the empty mapping.

@@ -49,26 +49,6 @@ pub fn page(kind: &str, request: &PageRequest, from: &str, bodies: Vec<Value>) -
     entry("GET", url, None, Some(Value::Array(bodies)))
 }
 
-/// A record created from `sent`.
-pub fn create(kind: &str, sent: &JsonObject, stored: &JsonObject) -> RawResponse {
-    entry(
-        "POST",
-        format!("local://{kind}"),
-        Some(Value::Object(sent.clone())),
-        Some(Value::Object(stored.clone())),
-    )
-}
-
-/// A record updated with `sent`.
-pub fn update(kind: &str, sent: &JsonObject, stored: &JsonObject) -> RawResponse {
-    entry(
-        "PATCH",
-        format!("local://{kind}/{}", id_of(stored)),
-        Some(Value::Object(sent.clone())),
-        Some(Value::Object(stored.clone())),
-    )
-}
-
 /// A change to the items of list `id`.
 pub fn list_items(
     method: &str,
