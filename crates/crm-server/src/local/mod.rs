@@ -223,13 +223,8 @@ impl LocalProvider {
             .map_err(internal)?;
         }
         tx.commit().await.map_err(internal)?;
-        // The model read from what was stored is what presenting it gives, unless it holds
-        // custom field values to name by the project's mapping. A write's answer never
-        // carries `raw`, so none is made.
-        let data = match has_custom_fields(&stored) {
-            true => self.present(scope, stored).await?,
-            false => data,
-        };
+        let data = self.presented(scope, stored, data).await?;
+        // A write's answer never carries `raw`, so none is made.
         Ok(Served {
             data,
             raw: Vec::new(),
@@ -316,7 +311,9 @@ impl LocalProvider {
                     .map_err(conflict_or_internal)?;
                 tx.commit().await.map_err(internal)?;
                 if applied == 1 {
-                    return self.updated(scope, seq, revision.stored).await;
+                    return self
+                        .updated(scope, seq, revision.stored, revision.data)
+                        .await;
                 }
                 None
             }
@@ -355,8 +352,9 @@ impl LocalProvider {
                 if R::CUSTOM_FIELDS {
                     Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
                 }
-                let Encoded { stored, body, .. } = encode::<R>(record)?;
+                let Encoded { data, stored, body } = encode::<R>(record)?;
                 Revision {
+                    data,
                     stored,
                     body,
                     passthrough: next_passthrough(&write.sent, current_passthrough),
@@ -364,6 +362,7 @@ impl LocalProvider {
             }
         };
         let Revision {
+            data,
             stored,
             body,
             passthrough,
@@ -392,22 +391,37 @@ impl LocalProvider {
         .await
         .map_err(conflict_or_internal)?;
         tx.commit().await.map_err(internal)?;
-        self.updated(scope, seq, stored).await
+        self.updated(scope, seq, stored, data).await
     }
 
-    /// The answer to an update that stored `stored`.
+    /// The answer to an update that stored `stored`, read into `data`.
     async fn updated<R: Resource>(
         &self,
         scope: &AccountScope,
         seq: i64,
         stored: JsonObject,
+        data: R,
     ) -> ServiceResult<Served<(i64, R)>> {
+        let data = self.presented(scope, stored, data).await?;
         // A write's answer never carries `raw`, so none is made.
-        let data = self.present(scope, stored).await?;
         Ok(Served {
             data: (seq, data),
             raw: Vec::new(),
         })
+    }
+
+    /// What a record just written presents as: the model read from what was stored,
+    /// unless it holds custom field values to name by the project's mapping.
+    async fn presented<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        stored: JsonObject,
+        data: R,
+    ) -> ServiceResult<R> {
+        match has_custom_fields(&stored) {
+            true => self.present(scope, stored).await,
+            false => Ok(data),
+        }
     }
 
     /// Turns a stored record into its unified form: for contacts, `unified_custom_fields`
@@ -629,7 +643,8 @@ impl LocalProvider {
 }
 
 /// A record as an update leaves it, encoded for storing.
-struct Revision {
+struct Revision<R> {
+    data: R,
     stored: JsonObject,
     body: String,
     passthrough: Option<String>,
@@ -652,14 +667,15 @@ fn revise_alone<R: Resource, D>(
     passthrough: Option<String>,
     write: &Write<D>,
     now: chrono::DateTime<chrono::Utc>,
-) -> Option<Revision> {
+) -> Option<Revision<R>> {
     let mut record = parse_body(body).ok()?;
     rules::apply_update::<R>(&mut record, &write.sent, write.if_match.as_deref(), now).ok()?;
     if R::CUSTOM_FIELDS && record.get("custom_fields").is_some_and(Value::is_array) {
         return None;
     }
-    let Encoded { stored, body, .. } = encode::<R>(record).ok()?;
+    let Encoded { data, stored, body } = encode::<R>(record).ok()?;
     Some(Revision {
+        data,
         stored,
         body,
         passthrough: next_passthrough(&write.sent, passthrough),
