@@ -697,13 +697,27 @@ impl Drop for WriteTransaction {
     }
 }
 
+/// A stored timestamp: RFC 3339 in UTC with microseconds, `2026-11-23T17:22:53.592583Z`.
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    // Written directly, not through a format string parsed on every call.
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_keep_their_stored_spelling() {
+        for (secs, nanos, stored) in [
+            (0, 0, "1970-01-01T00:00:00.000000Z"),
+            (1_795_454_573, 592_583_849, "2026-11-23T17:22:53.592583Z"),
+            (4_102_444_799, 999_999_999, "2099-12-31T23:59:59.999999Z"),
+        ] {
+            let t = chrono::DateTime::from_timestamp(secs, nanos).unwrap();
+            assert_eq!(timestamp(t), stored);
+        }
+    }
 
     #[test]
     fn paths_and_urls_name_their_store() {
