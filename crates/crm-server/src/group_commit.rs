@@ -330,7 +330,7 @@ impl Syncer {
         self.wake.notify_one();
     }
 
-    fn run(&self, writer: &std::sync::Weak<GroupWriter>) {
+    fn run(&self, watched: &std::sync::Weak<GroupWriter>) {
         loop {
             let waiting = {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -346,7 +346,7 @@ impl Syncer {
                 }
                 std::mem::take(&mut *pending)
             };
-            let writer = writer.upgrade();
+            let writer = watched.upgrade();
             if let Some(writer) = &writer {
                 writer.state().syncing = true;
             }
@@ -654,8 +654,15 @@ mod tests {
 
     /// What another connection sees: only what was committed.
     fn committed(dir: &tempfile::TempDir) -> Vec<i64> {
+        committed_in(dir, "v")
+    }
+
+    /// [`committed`], in the order `order_by` gives.
+    fn committed_in(dir: &tempfile::TempDir, order_by: &str) -> Vec<i64> {
         let conn = Connection::open(dir.path().join("t.db")).unwrap();
-        let mut s = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        let mut s = conn
+            .prepare(&format!("SELECT v FROM t ORDER BY {order_by}"))
+            .unwrap();
         s.query_map([], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
@@ -868,14 +875,7 @@ mod tests {
         positions.dedup();
         assert_eq!(positions.len(), 100);
         assert!(positions[0] > given);
-        let in_insertion_order: Vec<i64> = {
-            let conn = Connection::open(dir.path().join("t.db")).unwrap();
-            let mut s = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
-            s.query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
+        let in_insertion_order = committed_in(&dir, "rowid");
         assert!(in_insertion_order.is_sorted(), "{in_insertion_order:?}");
         assert_eq!(stored_position(&dir), *positions.last().unwrap());
         assert!(writer.commits() < 100, "{} commits", writer.commits());
