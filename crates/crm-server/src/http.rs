@@ -3,8 +3,9 @@
 //!
 //! Every answer given here is an [`ApiError`] in the contract's shape and carries the
 //! request's `x-request-id`. The only exception is a request whose head is more than four
-//! times the header limit: hyper refuses it with a bare 431 and closes the connection before
-//! any of this code runs, so such a head is never held in memory.
+//! times the header limit, or has more header fields than hyper parses (100, or four times
+//! `--max-headers` when that is 100 or more): hyper refuses it with a bare 431 and closes the
+//! connection before any of this code runs, so such a head is never held in memory.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,7 +35,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The largest request head (request line and headers) accepted, in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The most header fields a request may carry.
-pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_MAX_HEADERS: usize = 64;
+/// The header fields hyper parses into an array on the stack when it is given no count of
+/// its own; past this many it refuses the head itself (a bare 431).
+const HYPER_STACK_HEADERS: usize = 100;
 /// How long a request may take, from its first byte to its answer.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -395,10 +399,14 @@ pub async fn serve(
     // Heads up to four times the limit reach `header_limits`, which answers in the
     // contract's shape; hyper refuses larger ones itself.
     let hard_header_bytes = settings.max_header_bytes.saturating_mul(4).max(8192);
+    http1.timer(TokioTimer::new()).keep_alive(true);
+    // Under hyper's own count, heads with a few fields too many reach `header_limits`, and
+    // hyper keeps its array on the stack; a count it is given is an array allocated and
+    // cleared for every request, paid only where the limit is set that high.
+    if settings.max_headers >= HYPER_STACK_HEADERS {
+        http1.max_headers(settings.max_headers.saturating_mul(4));
+    }
     http1
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_headers(settings.max_headers.saturating_mul(4).max(16))
         .max_header_size(hard_header_bytes)
         .max_buf_size(hard_header_bytes.saturating_add(8192).max(400 * 1024))
         .header_read_timeout(settings.request_timeout.filter(|t| !t.is_zero()));

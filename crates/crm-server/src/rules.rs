@@ -51,6 +51,17 @@ pub trait Resource: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// `mapping`, as [`present`] does on the JSON object (only kinds with
     /// [`Resource::CUSTOM_FIELDS`] are asked).
     fn unify(&mut self, _mapping: &BTreeMap<String, String>) {}
+
+    /// The record's `external_id`, as its JSON holds it.
+    fn external_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether the record holds custom field values (which presenting it names by the
+    /// project's mapping).
+    fn has_custom_fields(&self) -> bool {
+        false
+    }
 }
 
 impl Resource for Contact {
@@ -80,6 +91,14 @@ impl Resource for Contact {
             "typed_phone_numbers",
             "number",
         )
+    }
+
+    fn external_id(&self) -> Option<&str> {
+        self.external_id.as_deref()
+    }
+
+    fn has_custom_fields(&self) -> bool {
+        self.custom_fields.as_ref().is_some_and(|c| !c.is_empty())
     }
 
     fn unify(&mut self, mapping: &BTreeMap<String, String>) {

@@ -179,7 +179,7 @@ impl LocalProvider {
                 raw: Vec::new(),
             });
         }
-        let Encoded { data, stored, body } = match draft {
+        let Encoded { data, body } = match draft {
             Draft::Encoded(encoded) => encoded,
             Draft::NeedsDefinitions(mut record) => {
                 Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
@@ -193,7 +193,7 @@ impl LocalProvider {
             .map(Value::to_string);
         let position = self.db.position_for(&mut tx).await.map_err(internal)?;
         let created = timestamp(now);
-        let external_id = rules::external_id(&stored);
+        let external_id = data.external_id().map(str::to_owned);
         tx.execute(
             self.db.pick(
                 "INSERT INTO records (linked_account_id, kind, id, body, passthrough, created_at, updated_at, external_id, created_pos, updated_pos)
@@ -223,7 +223,7 @@ impl LocalProvider {
             .map_err(internal)?;
         }
         tx.commit().await.map_err(internal)?;
-        let data = self.presented(scope, stored, data).await?;
+        let data = self.presented(scope, data).await?;
         // A write's answer never carries `raw`, so none is made.
         Ok(Served {
             data,
@@ -287,7 +287,7 @@ impl LocalProvider {
         });
         let early = match early {
             Some((seq, body, passthrough, revision)) if self.db.kind() == StoreKind::Postgres => {
-                let external_id = rules::external_id(&revision.stored);
+                let external_id = revision.data.external_id().map(str::to_owned);
                 let updated = timestamp(now);
                 let mut tx = self.db.begin_alone().await.map_err(internal)?;
                 let applied = tx
@@ -311,9 +311,7 @@ impl LocalProvider {
                     .map_err(conflict_or_internal)?;
                 tx.commit().await.map_err(internal)?;
                 if applied == 1 {
-                    return self
-                        .updated(scope, seq, revision.stored, revision.data)
-                        .await;
+                    return self.updated(scope, seq, revision.data).await;
                 }
                 None
             }
@@ -352,10 +350,9 @@ impl LocalProvider {
                 if R::CUSTOM_FIELDS {
                     Self::resolve_custom_fields(&mut tx, scope, &mut record).await?;
                 }
-                let Encoded { data, stored, body } = encode::<R>(record)?;
+                let Encoded { data, body } = encode::<R>(record)?;
                 Revision {
                     data,
-                    stored,
                     body,
                     passthrough: next_passthrough(&write.sent, current_passthrough),
                 }
@@ -363,13 +360,12 @@ impl LocalProvider {
         };
         let Revision {
             data,
-            stored,
             body,
             passthrough,
         } = revision;
         let position = self.db.position_for(&mut tx).await.map_err(internal)?;
         let updated = timestamp(now);
-        let external_id = rules::external_id(&stored);
+        let external_id = data.external_id().map(str::to_owned);
         tx.execute(
             self.db.pick(
                 "UPDATE records SET body = $1, passthrough = $2, updated_at = $3, external_id = $4, updated_pos = $5
@@ -391,18 +387,17 @@ impl LocalProvider {
         .await
         .map_err(conflict_or_internal)?;
         tx.commit().await.map_err(internal)?;
-        self.updated(scope, seq, stored, data).await
+        self.updated(scope, seq, data).await
     }
 
-    /// The answer to an update that stored `stored`, read into `data`.
+    /// The answer to an update that stored `data`.
     async fn updated<R: Resource>(
         &self,
         scope: &AccountScope,
         seq: i64,
-        stored: JsonObject,
         data: R,
     ) -> ServiceResult<Served<(i64, R)>> {
-        let data = self.presented(scope, stored, data).await?;
+        let data = self.presented(scope, data).await?;
         // A write's answer never carries `raw`, so none is made.
         Ok(Served {
             data: (seq, data),
@@ -412,14 +407,9 @@ impl LocalProvider {
 
     /// What a record just written presents as: the model read from what was stored,
     /// unless it holds custom field values to name by the project's mapping.
-    async fn presented<R: Resource>(
-        &self,
-        scope: &AccountScope,
-        stored: JsonObject,
-        data: R,
-    ) -> ServiceResult<R> {
-        match has_custom_fields(&stored) {
-            true => self.present(scope, stored).await,
+    async fn presented<R: Resource>(&self, scope: &AccountScope, data: R) -> ServiceResult<R> {
+        match data.has_custom_fields() {
+            true => self.present(scope, rules::to_object(&data)?).await,
             false => Ok(data),
         }
     }
@@ -645,7 +635,6 @@ impl LocalProvider {
 /// A record as an update leaves it, encoded for storing.
 struct Revision<R> {
     data: R,
-    stored: JsonObject,
     body: String,
     passthrough: Option<String>,
 }
@@ -673,10 +662,9 @@ fn revise_alone<R: Resource, D>(
     if R::CUSTOM_FIELDS && record.get("custom_fields").is_some_and(Value::is_array) {
         return None;
     }
-    let Encoded { data, stored, body } = encode::<R>(record).ok()?;
+    let Encoded { data, body } = encode::<R>(record).ok()?;
     Some(Revision {
         data,
-        stored,
         body,
         passthrough: next_passthrough(&write.sent, passthrough),
     })
@@ -690,11 +678,9 @@ fn has_custom_fields(record: &JsonObject) -> bool {
         .is_some_and(|entries| !entries.is_empty())
 }
 
-/// A record checked against its kind's model: the model, and what is stored (the object and
-/// its JSON text).
+/// A record checked against its kind's model: the model, and the JSON text stored.
 struct Encoded<R> {
     data: R,
-    stored: JsonObject,
     body: String,
 }
 
@@ -707,10 +693,10 @@ enum Draft<R> {
 
 fn encode<R: Resource>(record: JsonObject) -> ServiceResult<Encoded<R>> {
     let data: R = rules::typed_owned(record)?;
-    let stored = rules::to_object(&data)?;
-    let body = serde_json::to_string(&stored)
+    // The model's own text: what its JSON object would write, without building the object.
+    let body = serde_json::to_string(&data)
         .map_err(|e| ApiError::internal(format!("could not encode a record: {e}")))?;
-    Ok(Encoded { data, stored, body })
+    Ok(Encoded { data, body })
 }
 
 /// A stored mapping (JSON) as the map it is; none stored is the empty mapping.
@@ -1014,5 +1000,43 @@ impl CrmProvider for LocalProvider {
         self.update(scope, Locator::Id(id), write)
             .await
             .map(strip_seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record's stored text is written from its model directly: it must be the text its
+    /// JSON object writes, which reads and pages hand over as it is.
+    #[test]
+    fn a_record_is_stored_as_its_json_object_writes() {
+        let sent: JsonObject = serde_json::from_str(
+            r#"{"first_name":"Ada","last_name":"Lovelace","emails":["ada@example.com"],
+                "phone_numbers":["+44 20 7946 0000"],"external_id":"ext-1",
+                "custom_fields":[{"name":"tier","value":3.5}],"tags":[{"name":"vip"}],
+                "last_activity_at":"2024-01-01T00:00:00.000Z"}"#,
+        )
+        .unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2025-06-01T12:00:00.123456Z")
+            .unwrap()
+            .to_utc();
+        let record = rules::new_record::<Contact>(&sent, "c-1", now).unwrap();
+        let Encoded { data, body } = encode::<Contact>(record).unwrap();
+        let object = serde_json::to_string(&rules::to_object(&data).unwrap()).unwrap();
+        assert_eq!(body, object);
+        assert_eq!(data.external_id(), Some("ext-1"));
+        assert!(data.has_custom_fields());
+        let record = rules::new_record::<Account>(
+            &serde_json::from_str(r#"{"name":"Acme","owner_id":"o-1"}"#).unwrap(),
+            "a-1",
+            now,
+        )
+        .unwrap();
+        let Encoded { data, body } = encode::<Account>(record).unwrap();
+        assert_eq!(
+            body,
+            serde_json::to_string(&rules::to_object(&data).unwrap()).unwrap()
+        );
     }
 }
