@@ -57,6 +57,11 @@ pub trait Resource: Serialize + DeserializeOwned + Send + Sync + 'static {
         None
     }
 
+    /// The record's `etag`.
+    fn etag(&self) -> Option<&str> {
+        None
+    }
+
     /// Whether the record holds custom field values (which presenting it names by the
     /// project's mapping).
     fn has_custom_fields(&self) -> bool {
@@ -95,6 +100,10 @@ impl Resource for Contact {
 
     fn external_id(&self) -> Option<&str> {
         self.external_id.as_deref()
+    }
+
+    fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
     }
 
     fn has_custom_fields(&self) -> bool {
@@ -146,6 +155,10 @@ impl Resource for Contact {
 }
 
 impl Resource for Account {
+    fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+
     const KIND: &'static str = "accounts";
     const NOUN: &'static str = "account";
 
@@ -159,6 +172,10 @@ impl Resource for Account {
 }
 
 impl Resource for List {
+    fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+
     const KIND: &'static str = "lists";
     const NOUN: &'static str = "list";
     const TYPE_FIXED_BY_ITEMS: bool = true;

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::{
-    Shape, leave_out, listed_page, no_content, prefers_minimal, project, single, typed_projection,
-    written,
+    Shape, leave_out, listed_page, no_content, prefers_minimal, project, single_presented,
+    typed_projection, written,
 };
 use crate::error::ApiError;
 use crate::extract::{ExternalId, JsonBody, RecordId};
@@ -81,9 +81,9 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let contact = state
         .provider(&scope)?
-        .get_contact(&scope, &id, &(&query).into())
+        .get_contact_single(&scope, &id, &(&query).into())
         .await?;
-    single(contact, &query, Shape::Contact, |data, raw| ContactResult {
+    single_presented(contact, &query, Shape::Contact, |data, raw| ContactResult {
         data,
         raw,
     })

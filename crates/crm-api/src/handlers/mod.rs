@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::models::RawResponse;
 use crate::params::CrmQuery;
-use crate::service::{Listed, ListedPage, Page, PageRequest, ReadRequest, Served};
+use crate::service::{Listed, ListedPage, Page, PageRequest, ReadRequest, Served, Single};
 
 /// How a response body is shaped by the query: `raw`, `fields` and, for contacts, `include`.
 #[derive(Debug, Clone, Copy)]
@@ -162,7 +162,11 @@ impl Versioned for crate::models::CustomFieldDefinition {}
 
 /// The `ETag` header of a record's `etag`: the value in double quotes.
 fn etag_header<T: Versioned>(record: &T) -> Option<HeaderValue> {
-    let etag = record.etag()?;
+    quoted_etag(record.etag()?)
+}
+
+/// An etag as the `ETag` header sends it: in double quotes.
+fn quoted_etag(etag: &str) -> Option<HeaderValue> {
     let mut quoted = Vec::with_capacity(etag.len() + 2);
     quoted.push(b'"');
     quoted.extend_from_slice(etag.as_bytes());
@@ -203,6 +207,46 @@ pub(crate) fn single<T: Versioned + Projectable, E: Serialize>(
         shaped(envelope(data, raw_part(query, served.raw)), query, shape)?
     };
     Ok(with_etag(response, etag))
+}
+
+/// A single record that may come presented (see [`Single`]), shaped by the query, with its
+/// `ETag`. A presented record is written out as it is when the query shapes records on their
+/// type and asks for no `raw` (its envelope is then `data` alone); otherwise it is typed
+/// first and takes the way of [`single`].
+pub(crate) fn single_presented<T, E: Serialize>(
+    served: Served<Single<T>>,
+    query: &CrmQuery,
+    shape: Shape,
+    envelope: impl FnOnce(T, Option<Vec<RawResponse>>) -> E,
+) -> Result<Response, ApiError>
+where
+    T: Versioned + Projectable + serde::de::DeserializeOwned,
+{
+    let data = match served.data {
+        Single::Presented { json, etag } if !query.raw && typed_projection::<T>(query, shape) => {
+            let mut body = Vec::with_capacity(json.len() + 10);
+            body.extend_from_slice(b"{\"data\":");
+            body.extend_from_slice(json.as_bytes());
+            body.push(b'}');
+            let response = (
+                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                body,
+            )
+                .into_response();
+            return Ok(with_etag(response, etag.as_deref().and_then(quoted_etag)));
+        }
+        Single::Presented { json, .. } => serde_json::from_str(&json).map_err(unserialisable)?,
+        Single::Typed(data) => data,
+    };
+    single(
+        Served {
+            data,
+            raw: served.raw,
+        },
+        query,
+        shape,
+        envelope,
+    )
 }
 
 /// A page of records, shaped by the query.

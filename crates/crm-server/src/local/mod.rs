@@ -23,7 +23,7 @@ use crm_api::models::{
 };
 use crm_api::service::{
     AccountScope, CrmProvider, Listed, ListedPage, Page, PageRequest, ReadRequest, RecordStream,
-    Served, ServiceResult, Write,
+    Served, ServiceResult, Single, Write,
 };
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -473,6 +473,74 @@ impl LocalProvider {
         id: &str,
         read: &ReadRequest,
     ) -> ServiceResult<Served<(i64, R)>> {
+        let (seq, body, mappings) = self.read_record::<R>(scope, id).await?;
+        let mapping = if R::CUSTOM_FIELDS {
+            parse_mapping(mappings)?
+        } else {
+            BTreeMap::new()
+        };
+        // The stored object is built only for a `raw` entry, when the caller asked for one.
+        if read.raw {
+            let record = parse_body(&body)?;
+            let raw = raw::read(R::KIND, &record, &read.proxy);
+            let data: R = present(record, &mapping)?;
+            return Ok(Served {
+                data: (seq, data),
+                raw: vec![raw],
+            });
+        }
+        Ok(Served {
+            data: (seq, present_stored(&body, &mapping)?),
+            raw: Vec::new(),
+        })
+    }
+
+    /// [`LocalProvider::get`], with a body known to present as itself (see [`presented`])
+    /// handed over as it is.
+    async fn get_listed<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<Single<R>>> {
+        if read.raw {
+            let served = self.get::<R>(scope, id, read).await?;
+            return Ok(Served {
+                data: Single::Typed(served.data.1),
+                raw: served.raw,
+            });
+        }
+        let (_, body, mappings) = self.read_record::<R>(scope, id).await?;
+        let key = presented::Key::of(R::KIND, &body);
+        let data = if self.presented.knows(key) {
+            let etag = presented::etag(&body).map(str::to_owned);
+            Single::Presented { json: body, etag }
+        } else {
+            let mapping = if R::CUSTOM_FIELDS {
+                parse_mapping(mappings)?
+            } else {
+                BTreeMap::new()
+            };
+            let record: R = present_stored(&body, &mapping)?;
+            if serde_json::to_string(&record)
+                .is_ok_and(|text| presented::presents_as_itself(&body, &text, record.etag()))
+            {
+                self.presented.learn(&[key]);
+            }
+            Single::Typed(record)
+        };
+        Ok(Served {
+            data,
+            raw: Vec::new(),
+        })
+    }
+
+    /// A record's `seq` and stored body, with the project's stored mapping.
+    async fn read_record<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+    ) -> ServiceResult<(i64, String, Option<String>)> {
         // The record and the project's mapping in one round trip.
         const RECORD: &str = "SELECT r.seq, r.body, m.mappings FROM records r \
              LEFT JOIN unified_custom_fields m ON m.project_id = $4 AND m.kind = $5 \
@@ -508,26 +576,7 @@ impl LocalProvider {
                 .map_err(internal)?
                 .map(|row| (row.get("seq"), row.get("body"), row.get("mappings"))),
         };
-        let (seq, body, mappings) = found.ok_or_else(|| rules::not_found::<R>(id))?;
-        let mapping = if R::CUSTOM_FIELDS {
-            parse_mapping(mappings)?
-        } else {
-            BTreeMap::new()
-        };
-        // The stored object is built only for a `raw` entry, when the caller asked for one.
-        if read.raw {
-            let record = parse_body(&body)?;
-            let raw = raw::read(R::KIND, &record, &read.proxy);
-            let data: R = present(record, &mapping)?;
-            return Ok(Served {
-                data: (seq, data),
-                raw: vec![raw],
-            });
-        }
-        Ok(Served {
-            data: (seq, present_stored(&body, &mapping)?),
-            raw: Vec::new(),
-        })
+        found.ok_or_else(|| rules::not_found::<R>(id))
     }
 
     async fn page<R: Resource>(
@@ -599,7 +648,7 @@ impl LocalProvider {
             };
             let record: R = present_stored(&body, mapping)?;
             if serde_json::to_string(&record)
-                .is_ok_and(|text| presented::presents_as_itself(&body, &text))
+                .is_ok_and(|text| presented::presents_as_itself(&body, &text, record.etag()))
             {
                 learned.push(key);
             }
@@ -748,6 +797,15 @@ impl CrmProvider for LocalProvider {
         read: &ReadRequest,
     ) -> ServiceResult<Served<Contact>> {
         self.get(scope, id, read).await.map(strip_seq)
+    }
+
+    async fn get_contact_single(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        read: &ReadRequest,
+    ) -> ServiceResult<Served<Single<Contact>>> {
+        self.get_listed(scope, id, read).await
     }
 
     async fn create_contact(

@@ -44,6 +44,11 @@ impl Presented {
         keys.iter().map(|key| known.contains(key)).collect()
     }
 
+    /// Whether `key` is a body known to present as itself.
+    pub(crate) fn knows(&self, key: Key) -> bool {
+        self.known.lock().expect("not poisoned").contains(&key)
+    }
+
     /// Remembers `keys` as bodies that present as themselves.
     pub(crate) fn learn(&self, keys: &[Key]) {
         if keys.is_empty() {
@@ -57,10 +62,23 @@ impl Presented {
     }
 }
 
-/// Whether `presented`, the text of a record presented from `body`, makes `body` one to hand
-/// over as it is: the same text, without `custom_fields`.
-pub(crate) fn presents_as_itself(body: &str, presented: &str) -> bool {
-    body == presented && !presented.contains("\"custom_fields\":")
+/// Whether `presented`, the text of a record presented from `body` whose `etag` field is
+/// `etag`, makes `body` one to hand over as it is: the same text, without `custom_fields`, in
+/// which [`etag`] finds the record's etag.
+pub(crate) fn presents_as_itself(body: &str, presented: &str, etag: Option<&str>) -> bool {
+    body == presented && !presented.contains("\"custom_fields\":") && self::etag(body) == etag
+}
+
+/// The `etag` of a record's text, read without parsing it: the value of the last `"etag":`
+/// member. A model writes `etag` after its free-form objects (`remote_fields`), and a quote
+/// inside a string is escaped, so in a text that [`presents_as_itself`] (which checks this
+/// against the parsed record) the last such member is the record's own.
+pub(crate) fn etag(body: &str) -> Option<&str> {
+    const MEMBER: &str = "\"etag\":\"";
+    let start = body.rfind(MEMBER)? + MEMBER.len();
+    let value = &body[start..];
+    let value = &value[..value.find('"')?];
+    (!value.contains('\\')).then_some(value)
 }
 
 #[cfg(test)]
@@ -70,10 +88,30 @@ mod tests {
     #[test]
     fn only_identical_texts_without_custom_fields_present_as_themselves() {
         let body = r#"{"id":"1","last_name":"L"}"#;
-        assert!(presents_as_itself(body, body));
-        assert!(!presents_as_itself(body, r#"{"last_name":"L","id":"1"}"#));
+        assert!(presents_as_itself(body, body, None));
+        assert!(!presents_as_itself(
+            body,
+            r#"{"last_name":"L","id":"1"}"#,
+            None
+        ));
         let with = r#"{"id":"1","custom_fields":[{"name":"x","value":1}]}"#;
-        assert!(!presents_as_itself(with, with));
+        assert!(!presents_as_itself(with, with, None));
+        let versioned = r#"{"id":"1","etag":"e-1"}"#;
+        assert!(presents_as_itself(versioned, versioned, Some("e-1")));
+        assert!(!presents_as_itself(versioned, versioned, Some("e-2")));
+        assert!(!presents_as_itself(versioned, versioned, None));
+    }
+
+    #[test]
+    fn the_etag_is_the_records_own_not_a_nested_one() {
+        let body = r#"{"id":"1","remote_fields":{"etag":"nested","x":"a \"etag\":\"q\""},"etag":"own","updated_at":"2024-01-01T00:00:00Z"}"#;
+        assert_eq!(etag(body), Some("own"));
+        // Without its own, a nested one would be found: such a text is never handed over,
+        // since the record's etag (none) differs.
+        let nested_only = r#"{"id":"1","remote_fields":{"etag":"nested"}}"#;
+        assert_eq!(etag(nested_only), Some("nested"));
+        assert!(!presents_as_itself(nested_only, nested_only, None));
+        assert_eq!(etag(r#"{"etag":"a\"b"}"#), None);
     }
 
     #[test]
