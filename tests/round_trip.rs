@@ -1226,19 +1226,36 @@ async fn a_contact_read_again_is_the_same_answer() {
     let mut plain = json(&contact("Plain", "Record"));
     plain.as_object_mut().unwrap().remove("custom_fields");
     for body in [plain, json(&contact("With", "Fields"))] {
-        let created: serde_json::Value = http
-            .post(format!("{}/unified/crm/contacts", server.base_url))
-            .bearer_auth(&server.key)
-            .header("x-account-id", &server.account_id)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        // A write's answer carries the `ETag` of the record it answers with.
+        let write = |method: reqwest::Method, path: String, body: serde_json::Value| {
+            let request = http
+                .request(
+                    method,
+                    format!("{}/unified/crm/contacts{path}", server.base_url),
+                )
+                .bearer_auth(&server.key)
+                .header("x-account-id", &server.account_id)
+                .json(&body);
+            async move {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                let header = response.headers()["etag"].to_str().unwrap().to_owned();
+                let answer: serde_json::Value = response.json().await.unwrap();
+                let etag = answer["data"]["etag"].as_str().unwrap().to_owned();
+                assert_eq!(header, format!("\"{etag}\""), "{answer}");
+                answer
+            }
+        };
+        let created = write(reqwest::Method::POST, String::new(), body.clone()).await;
         let id = created["data"]["id"].as_str().unwrap().to_owned();
-        let etag = created["data"]["etag"].as_str().unwrap();
+        let updated = write(
+            reqwest::Method::PATCH,
+            format!("/{id}"),
+            serde_json::json!({"title": "Again"}),
+        )
+        .await;
+        assert_ne!(updated["data"]["etag"], created["data"]["etag"]);
+        let etag = updated["data"]["etag"].as_str().unwrap();
         let first = get("", id.clone()).await;
         assert_eq!(first.0, format!("\"{etag}\""));
         for _ in 0..2 {

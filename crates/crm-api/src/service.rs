@@ -246,12 +246,39 @@ pub trait CrmProvider: Send + Sync + 'static {
         scope: &AccountScope,
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Contact>>;
+    /// [`CrmProvider::create_contact`], with the record handed over as the text it was
+    /// stored as when that is its presentation. The handler of the create calls this one.
+    async fn create_contact_single(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Single<Contact>>> {
+        let served = self.create_contact(scope, write).await?;
+        Ok(Served {
+            data: Single::Typed(served.data),
+            raw: served.raw,
+        })
+    }
     async fn update_contact(
         &self,
         scope: &AccountScope,
         id: &str,
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Contact>>;
+    /// [`CrmProvider::update_contact`], with the record handed over as the text it was
+    /// stored as when that is its presentation. The handler of the update calls this one.
+    async fn update_contact_single(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Single<Contact>>> {
+        let served = self.update_contact(scope, id, write).await?;
+        Ok(Served {
+            data: Single::Typed(served.data),
+            raw: served.raw,
+        })
+    }
     async fn delete_contact(&self, scope: &AccountScope, id: &str) -> ServiceResult<()>;
     async fn update_contact_by_external_id(
         &self,

@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 use super::{
     Shape, leave_out, listed_page, no_content, prefers_minimal, project, single_presented,
-    typed_projection, written,
+    typed_projection, written, written_presented,
 };
 use crate::error::ApiError;
 use crate::extract::{ExternalId, JsonBody, RecordId};
@@ -60,9 +60,9 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let contact = state
         .provider(&scope)?
-        .create_contact(&scope, write)
+        .create_contact_single(&scope, write)
         .await?;
-    written(contact, false, |data, raw| ContactResult { data, raw })
+    written_presented(contact, false, |data, raw| ContactResult { data, raw })
 }
 
 /// Get Contact
@@ -111,9 +111,9 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let contact = state
         .provider(&scope)?
-        .update_contact(&scope, &id, write)
+        .update_contact_single(&scope, &id, write)
         .await?;
-    written(contact, prefers_minimal(&headers), |data, raw| {
+    written_presented(contact, prefers_minimal(&headers), |data, raw| {
         ContactResult { data, raw }
     })
 }

@@ -224,16 +224,7 @@ where
 {
     let data = match served.data {
         Single::Presented { json, etag } if !query.raw && typed_projection::<T>(query, shape) => {
-            let mut body = Vec::with_capacity(json.len() + 10);
-            body.extend_from_slice(b"{\"data\":");
-            body.extend_from_slice(json.as_bytes());
-            body.push(b'}');
-            let response = (
-                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-                body,
-            )
-                .into_response();
-            return Ok(with_etag(response, etag.as_deref().and_then(quoted_etag)));
+            return Ok(presented_data(&json, etag.as_deref()));
         }
         Single::Presented { json, .. } => serde_json::from_str(&json).map_err(unserialisable)?,
         Single::Typed(data) => data,
@@ -342,16 +333,59 @@ pub(crate) fn written<T: Versioned, E: Serialize>(
 ) -> Result<Response, ApiError> {
     let etag = etag_header(&served.data);
     if minimal {
-        let mut response = no_content();
-        response.headers_mut().insert(
-            "preference-applied",
-            HeaderValue::from_static("return=minimal"),
-        );
-        return Ok(with_etag(response, etag));
+        return Ok(with_etag(minimal_answer(), etag));
     }
     // Nothing to project: the whole record, as for `CrmQuery::default()` and `Shape::Plain`.
     let response = serialised(&envelope(served.data, None), 1024)?;
     Ok(with_etag(response, etag))
+}
+
+/// [`written`] for a record that may come presented (see [`Single`]): a presented one is
+/// written out as it is, the envelope of a write being `data` alone.
+pub(crate) fn written_presented<T: Versioned, E: Serialize>(
+    served: Served<Single<T>>,
+    minimal: bool,
+    envelope: impl FnOnce(T, Option<Vec<RawResponse>>) -> E,
+) -> Result<Response, ApiError> {
+    match served.data {
+        Single::Typed(data) => written(
+            Served {
+                data,
+                raw: served.raw,
+            },
+            minimal,
+            envelope,
+        ),
+        Single::Presented { etag, .. } if minimal => Ok(with_etag(
+            minimal_answer(),
+            etag.as_deref().and_then(quoted_etag),
+        )),
+        Single::Presented { json, etag } => Ok(presented_data(&json, etag.as_deref())),
+    }
+}
+
+/// The answer `{"data": json}` for a record presented as `json`, with its `ETag`.
+fn presented_data(json: &str, etag: Option<&str>) -> Response {
+    let mut body = Vec::with_capacity(json.len() + 10);
+    body.extend_from_slice(b"{\"data\":");
+    body.extend_from_slice(json.as_bytes());
+    body.push(b'}');
+    let response = (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response();
+    with_etag(response, etag.and_then(quoted_etag))
+}
+
+/// The answer to a write asked for with `Prefer: return=minimal`.
+fn minimal_answer() -> Response {
+    let mut response = no_content();
+    response.headers_mut().insert(
+        "preference-applied",
+        HeaderValue::from_static("return=minimal"),
+    );
+    response
 }
 
 pub(crate) fn no_content() -> Response {

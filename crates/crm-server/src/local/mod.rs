@@ -148,6 +148,20 @@ impl LocalProvider {
         scope: &AccountScope,
         write: Write<D>,
     ) -> ServiceResult<Served<R>> {
+        let served = self.create_written(scope, write).await?;
+        Ok(Served {
+            data: served.data.data,
+            raw: served.raw,
+        })
+    }
+
+    /// Creates a record; the answer keeps the text stored when it is the record's
+    /// presentation.
+    async fn create_written<R: Resource, D>(
+        &self,
+        scope: &AccountScope,
+        write: Write<D>,
+    ) -> ServiceResult<Served<Written<R>>> {
         let now = self.clock.now();
         let id = uuid::Uuid::new_v4().to_string();
         let record = rules::new_record::<R>(&write.sent, &id, now)?;
@@ -175,7 +189,7 @@ impl LocalProvider {
             tx.commit().await.map_err(internal)?;
             let data = self.present(scope, stored).await?;
             return Ok(Served {
-                data,
+                data: Written { data, text: None },
                 raw: Vec::new(),
             });
         }
@@ -223,7 +237,7 @@ impl LocalProvider {
             .map_err(internal)?;
         }
         tx.commit().await.map_err(internal)?;
-        let data = self.presented(scope, data).await?;
+        let data = self.written(scope, data, body).await?;
         // A write's answer never carries `raw`, so none is made.
         Ok(Served {
             data,
@@ -237,6 +251,21 @@ impl LocalProvider {
         at: Locator<'_>,
         write: Write<D>,
     ) -> ServiceResult<Served<(i64, R)>> {
+        let served = self.update_written(scope, at, write).await?;
+        Ok(Served {
+            data: (served.data.0, served.data.1.data),
+            raw: served.raw,
+        })
+    }
+
+    /// Updates a record; the answer keeps the text stored when it is the record's
+    /// presentation.
+    async fn update_written<R: Resource, D>(
+        &self,
+        scope: &AccountScope,
+        at: Locator<'_>,
+        write: Write<D>,
+    ) -> ServiceResult<Served<(i64, Written<R>)>> {
         let now = self.clock.now();
         let (column, value, plain, locked) = match at {
             Locator::Id(id) => (
@@ -311,7 +340,7 @@ impl LocalProvider {
                     .map_err(conflict_or_internal)?;
                 tx.commit().await.map_err(internal)?;
                 if applied == 1 {
-                    return self.updated(scope, seq, revision.data).await;
+                    return self.updated(scope, seq, revision.data, revision.body).await;
                 }
                 None
             }
@@ -387,17 +416,18 @@ impl LocalProvider {
         .await
         .map_err(conflict_or_internal)?;
         tx.commit().await.map_err(internal)?;
-        self.updated(scope, seq, data).await
+        self.updated(scope, seq, data, body).await
     }
 
-    /// The answer to an update that stored `data`.
+    /// The answer to an update that stored `data` as `body`.
     async fn updated<R: Resource>(
         &self,
         scope: &AccountScope,
         seq: i64,
         data: R,
-    ) -> ServiceResult<Served<(i64, R)>> {
-        let data = self.presented(scope, data).await?;
+        body: String,
+    ) -> ServiceResult<Served<(i64, Written<R>)>> {
+        let data = self.written(scope, data, body).await?;
         // A write's answer never carries `raw`, so none is made.
         Ok(Served {
             data: (seq, data),
@@ -405,13 +435,24 @@ impl LocalProvider {
         })
     }
 
-    /// What a record just written presents as: the model read from what was stored,
-    /// unless it holds custom field values to name by the project's mapping.
-    async fn presented<R: Resource>(&self, scope: &AccountScope, data: R) -> ServiceResult<R> {
-        match data.has_custom_fields() {
-            true => self.present(scope, rules::to_object(&data)?).await,
-            false => Ok(data),
-        }
+    /// What a record just written as `body` presents as: the model stored, and `body`
+    /// itself, unless it holds custom field values to name by the project's mapping.
+    async fn written<R: Resource>(
+        &self,
+        scope: &AccountScope,
+        data: R,
+        body: String,
+    ) -> ServiceResult<Written<R>> {
+        Ok(match data.has_custom_fields() {
+            true => Written {
+                data: self.present(scope, rules::to_object(&data)?).await?,
+                text: None,
+            },
+            false => Written {
+                data,
+                text: Some(body),
+            },
+        })
     }
 
     /// Turns a stored record into its unified form: for contacts, `unified_custom_fields`
@@ -681,6 +722,26 @@ impl LocalProvider {
     }
 }
 
+/// A record just written, as its answer presents it: with the text stored when that text is
+/// its presentation (it holds no custom field values).
+struct Written<R> {
+    data: R,
+    text: Option<String>,
+}
+
+impl<R: Resource> Written<R> {
+    /// The record handed over as the text stored, when that is its presentation.
+    fn single(self) -> Single<R> {
+        match self.text {
+            Some(json) => Single::Presented {
+                etag: self.data.etag().map(str::to_owned),
+                json,
+            },
+            None => Single::Typed(self.data),
+        }
+    }
+}
+
 /// A record as an update leaves it, encoded for storing.
 struct Revision<R> {
     data: R,
@@ -814,6 +875,31 @@ impl CrmProvider for LocalProvider {
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Contact>> {
         self.create(scope, write).await
+    }
+
+    async fn create_contact_single(
+        &self,
+        scope: &AccountScope,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Single<Contact>>> {
+        let served = self.create_written(scope, write).await?;
+        Ok(Served {
+            data: served.data.single(),
+            raw: served.raw,
+        })
+    }
+
+    async fn update_contact_single(
+        &self,
+        scope: &AccountScope,
+        id: &str,
+        write: Write<CrmCreateContactRequestDto>,
+    ) -> ServiceResult<Served<Single<Contact>>> {
+        let served = self.update_written(scope, Locator::Id(id), write).await?;
+        Ok(Served {
+            data: served.data.1.single(),
+            raw: served.raw,
+        })
     }
 
     async fn update_contact(
