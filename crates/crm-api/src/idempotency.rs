@@ -7,12 +7,17 @@
 //! create links its record to the key in its own transaction: a retry after a crash between
 //! the write and the recording of its answer finds that record instead of making another.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::task::{Context, Poll};
+
 use axum::body::{Body, Bytes, to_bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::{BoxFuture, Either};
 use sha2::{Digest, Sha256};
+use tower::{Layer, Service};
 
 use crate::error::ApiError;
 use crate::service::{AccountScope, AppState, IdempotencyClaim, StoredResponse};
@@ -30,16 +35,74 @@ pub struct ClaimedKey(pub String);
 
 const KEPT_HEADERS: [&str; 3] = ["content-type", "etag", "preference-applied"];
 
-pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::POST || !request.headers().contains_key(IDEMPOTENCY_KEY) {
-        return next.run(request).await;
-    }
-    match idempotent(state, request, next).await {
-        Ok(response) | Err(response) => response,
+/// Applies `Idempotency-Key` to POSTs that carry one (see the module's documentation).
+/// A layer rather than a `from_fn` middleware: every other request goes to its route as it
+/// is, without a boxed service and future of its own.
+#[derive(Clone)]
+pub struct IdempotencyLayer(pub AppState);
+
+impl<S> Layer<S> for IdempotencyLayer {
+    type Service = Idempotency<S>;
+
+    fn layer(&self, inner: S) -> Idempotency<S> {
+        Idempotency {
+            state: self.0.clone(),
+            inner,
+        }
     }
 }
 
-async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Response, Response> {
+/// The service of [`IdempotencyLayer`] around a route.
+#[derive(Clone)]
+pub struct Idempotency<S> {
+    state: AppState,
+    inner: S,
+}
+
+impl<S> Service<Request> for Idempotency<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.method() != Method::POST || !request.headers().contains_key(IDEMPOTENCY_KEY) {
+            return Either::Left(self.inner.call(request));
+        }
+        // The clone that was polled ready serves this request.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let state = self.state.clone();
+        Either::Right(Box::pin(async move {
+            let next = move |request| async move {
+                match inner.call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            };
+            match idempotent(state, request, next).await {
+                Ok(response) | Err(response) => Ok(response),
+            }
+        }))
+    }
+}
+
+async fn idempotent<F, Fut>(
+    state: AppState,
+    request: Request,
+    next: F,
+) -> Result<Response, Response>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let key = request
         .headers()
         .get(IDEMPOTENCY_KEY)
@@ -78,9 +141,7 @@ async fn idempotent(state: AppState, request: Request, next: Next) -> Result<Res
         return Ok(rebuild(stored, true));
     }
     parts.extensions.insert(ClaimedKey(key.clone()));
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let response = next(Request::from_parts(parts, Body::from(bytes))).await;
     if response.status().is_server_error() {
         if let Err(e) = state
             .idempotency

@@ -62,10 +62,7 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ))
+        .layer(idempotency::IdempotencyLayer(state.clone()))
         .with_state(state)
 }
 

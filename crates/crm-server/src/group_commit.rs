@@ -111,6 +111,10 @@ impl GroupWriter {
         // Checkpoints run on a thread of their own (see `checkpoints`), not inside a COMMIT
         // that writes wait for.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Each write is a savepoint of the shared transaction; the pages it changes are
+        // copied to a statement journal, kept in memory rather than spilled to a temporary
+        // file (created, written and deleted) when a write touches many pages.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.set_prepared_statement_cache_capacity(64);
         // The WAL file exists once a connection has read the database in WAL mode.
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
