@@ -102,6 +102,16 @@ pub struct Served<T> {
     pub raw: Vec<RawResponse>,
 }
 
+impl<T> Served<T> {
+    /// The same calls, with `f` of the result.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
+        Served {
+            data: f(self.data),
+            raw: self.raw,
+        }
+    }
+}
+
 /// A page of results with the provider calls made to produce it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
@@ -235,11 +245,7 @@ pub trait CrmProvider: Send + Sync + 'static {
         id: &str,
         read: &ReadRequest,
     ) -> ServiceResult<Served<Single<Contact>>> {
-        let served = self.get_contact(scope, id, read).await?;
-        Ok(Served {
-            data: Single::Typed(served.data),
-            raw: served.raw,
-        })
+        Ok(self.get_contact(scope, id, read).await?.map(Single::Typed))
     }
     async fn create_contact(
         &self,
@@ -253,11 +259,7 @@ pub trait CrmProvider: Send + Sync + 'static {
         scope: &AccountScope,
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Single<Contact>>> {
-        let served = self.create_contact(scope, write).await?;
-        Ok(Served {
-            data: Single::Typed(served.data),
-            raw: served.raw,
-        })
+        Ok(self.create_contact(scope, write).await?.map(Single::Typed))
     }
     async fn update_contact(
         &self,
@@ -273,11 +275,10 @@ pub trait CrmProvider: Send + Sync + 'static {
         id: &str,
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Single<Contact>>> {
-        let served = self.update_contact(scope, id, write).await?;
-        Ok(Served {
-            data: Single::Typed(served.data),
-            raw: served.raw,
-        })
+        Ok(self
+            .update_contact(scope, id, write)
+            .await?
+            .map(Single::Typed))
     }
     async fn delete_contact(&self, scope: &AccountScope, id: &str) -> ServiceResult<()>;
     async fn update_contact_by_external_id(

@@ -148,11 +148,7 @@ impl LocalProvider {
         scope: &AccountScope,
         write: Write<D>,
     ) -> ServiceResult<Served<R>> {
-        let served = self.create_written(scope, write).await?;
-        Ok(Served {
-            data: served.data.data,
-            raw: served.raw,
-        })
+        Ok(self.create_written(scope, write).await?.map(|w| w.data))
     }
 
     /// Creates a record; the answer keeps the text stored when it is the record's
@@ -251,11 +247,10 @@ impl LocalProvider {
         at: Locator<'_>,
         write: Write<D>,
     ) -> ServiceResult<Served<(i64, R)>> {
-        let served = self.update_written(scope, at, write).await?;
-        Ok(Served {
-            data: (served.data.0, served.data.1.data),
-            raw: served.raw,
-        })
+        Ok(self
+            .update_written(scope, at, write)
+            .await?
+            .map(|(seq, written)| (seq, written.data)))
     }
 
     /// Updates a record; the answer keeps the text stored when it is the record's
@@ -545,11 +540,10 @@ impl LocalProvider {
         read: &ReadRequest,
     ) -> ServiceResult<Served<Single<R>>> {
         if read.raw {
-            let served = self.get::<R>(scope, id, read).await?;
-            return Ok(Served {
-                data: Single::Typed(served.data.1),
-                raw: served.raw,
-            });
+            return Ok(self
+                .get::<R>(scope, id, read)
+                .await?
+                .map(|(_, data)| Single::Typed(data)));
         }
         let (_, body, mappings) = self.read_record::<R>(scope, id).await?;
         let key = presented::Key::of(R::KIND, &body);
@@ -819,10 +813,7 @@ fn parse_mapping(stored: Option<String>) -> ServiceResult<BTreeMap<String, Strin
 }
 
 fn strip_seq<T>(served: Served<(i64, T)>) -> Served<T> {
-    Served {
-        data: served.data.1,
-        raw: served.raw,
-    }
+    served.map(|(_, data)| data)
 }
 
 fn strip_seqs<T>(page: Page<(i64, T)>) -> Page<T> {
@@ -882,11 +873,10 @@ impl CrmProvider for LocalProvider {
         scope: &AccountScope,
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Single<Contact>>> {
-        let served = self.create_written(scope, write).await?;
-        Ok(Served {
-            data: served.data.single(),
-            raw: served.raw,
-        })
+        Ok(self
+            .create_written(scope, write)
+            .await?
+            .map(Written::single))
     }
 
     async fn update_contact_single(
@@ -896,10 +886,7 @@ impl CrmProvider for LocalProvider {
         write: Write<CrmCreateContactRequestDto>,
     ) -> ServiceResult<Served<Single<Contact>>> {
         let served = self.update_written(scope, Locator::Id(id), write).await?;
-        Ok(Served {
-            data: served.data.1.single(),
-            raw: served.raw,
-        })
+        Ok(served.map(|(_, written)| written.single()))
     }
 
     async fn update_contact(
