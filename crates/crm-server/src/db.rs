@@ -397,7 +397,7 @@ impl Database {
             .map(|path| std::sync::Arc::new(crate::sqlite_reads::SqliteReads::new(&path)));
         let writer = match url.sqlite_path() {
             Some(path) => Some(
-                crate::group_commit::GroupWriter::start(&path)
+                crate::group_commit::GroupWriter::start(&path, reads.clone())
                     .map_err(|e| failed(sqlx::Error::Protocol(e.to_string())))?,
             ),
             None => None,

@@ -25,6 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
+
+#[cfg(test)]
+use crate::sqlite_reads::QUIET_BEFORE_ANCHOR;
+use crate::sqlite_reads::SqliteReads;
 use tokio::sync::{oneshot, watch};
 
 /// The most writes one transaction holds; then it is committed even while writers wait, so a
@@ -59,6 +63,8 @@ pub struct GroupWriter {
     syncer: Option<Arc<Syncer>>,
     /// Transactions committed, for tests and logs.
     commits: std::sync::atomic::AtomicU64,
+    /// The store's in-place reads, whose anchor a write drops (see `sqlite_reads`).
+    reads: Option<Arc<SqliteReads>>,
 }
 
 impl std::fmt::Debug for GroupWriter {
@@ -143,13 +149,20 @@ impl GroupWriter {
             state: Mutex::new(State::default()),
             syncer,
             commits: Default::default(),
+            reads: None,
         };
         Ok(writer)
     }
 
-    /// Opens the writer and starts its checkpoints (see [`checkpoints`]).
-    pub fn start(path: &Path) -> Result<Arc<GroupWriter>, WriteError> {
-        let writer = Arc::new(GroupWriter::open(path)?);
+    /// Opens the writer and starts its checkpoints (see [`checkpoints`]). Each write, and
+    /// each checkpoint that copies the whole WAL, drops the read anchor of `reads`.
+    pub fn start(
+        path: &Path,
+        reads: Option<Arc<SqliteReads>>,
+    ) -> Result<Arc<GroupWriter>, WriteError> {
+        let mut writer = GroupWriter::open(path)?;
+        writer.reads = reads;
+        let writer = Arc::new(writer);
         let checkpointer = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -168,6 +181,13 @@ impl GroupWriter {
                 .map_err(WriteError::Thread)?;
         }
         Ok(writer)
+    }
+
+    /// Drops the read anchor, so it neither holds the WAL back nor sits on an older slot.
+    fn unanchor(&self) {
+        if let Some(reads) = &self.reads {
+            reads.unanchor();
+        }
     }
 
     /// How many transactions this writer committed (or tried to).
@@ -393,6 +413,7 @@ impl Slot {
     /// Waits for the slot. `exclusive`: the caller writes through its own connection, so
     /// the shared transaction is committed before it gets the slot.
     pub async fn take(writer: &Arc<GroupWriter>, exclusive: bool) -> Slot {
+        writer.unanchor();
         let wake = {
             let mut state = writer.state();
             if !state.busy {
@@ -583,7 +604,8 @@ fn checkpoints(conn: &Connection, writer: &std::sync::Weak<GroupWriter>) {
     let mut copied_after = 0;
     loop {
         std::thread::sleep(CHECKPOINT_EVERY);
-        let Some(commits) = writer.upgrade().map(|w| w.commits()) else {
+        let Some((commits, reads)) = writer.upgrade().map(|w| (w.commits(), w.reads.clone()))
+        else {
             return;
         };
         if commits == copied_after {
@@ -598,6 +620,10 @@ fn checkpoints(conn: &Connection, writer: &std::sync::Weak<GroupWriter>) {
                     tracing::trace!(in_wal, copied, "the WAL was copied in part");
                 } else {
                     copied_after = commits;
+                    // New readers read the database file now (another slot).
+                    if let Some(reads) = &reads {
+                        reads.unanchor();
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "a WAL checkpoint failed"),
@@ -646,7 +672,7 @@ mod tests {
                      parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
             )
             .unwrap();
-        let writer = GroupWriter::start(&path).unwrap();
+        let writer = GroupWriter::start(&path, None).unwrap();
         (dir, writer)
     }
 
@@ -779,6 +805,76 @@ mod tests {
         insert(&next, 2, None).unwrap();
         next.commit().await.unwrap();
         assert_eq!(committed(&dir), vec![1, 2]);
+    }
+
+    fn big_write_sql(rows: usize) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS big (b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+             INSERT INTO big SELECT zeroblob(4000) FROM n;"
+        )
+    }
+
+    /// The read anchor (see `sqlite_reads`) is dropped by each write and by a checkpoint that
+    /// copied the whole WAL, so it never keeps the WAL from starting over.
+    #[tokio::test]
+    async fn the_read_anchor_never_keeps_the_wal_from_starting_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER);")
+            .unwrap();
+        let reads = Arc::new(SqliteReads::new(&path));
+        let writer = GroupWriter::start(&path, Some(reads.clone())).unwrap();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let read = || {
+            reads
+                .read(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)))
+                .unwrap()
+        };
+        let write_big = || async {
+            let write = GroupWrite::begin(&writer).await.unwrap();
+            assert!(!reads.anchored(), "a write drops the anchor");
+            write
+                .writer()
+                .with_conn(|c| c.execute_batch(&big_write_sql(100)))
+                .unwrap();
+            write.commit().await.unwrap();
+        };
+        write_big().await;
+        let wal_after_one = std::fs::metadata(&wal).unwrap().len();
+        // The anchor, taken while the WAL holds pages not yet copied.
+        tokio::time::sleep(QUIET_BEFORE_ANCHOR + Duration::from_millis(5)).await;
+        read();
+        assert!(
+            reads.anchored(),
+            "a read after a quiet spell takes the anchor"
+        );
+        // Until the whole WAL is copied (by the checkpoint thread, or here).
+        let checker = Connection::open(&path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (busy, in_wal, copied): (i64, i64, i64) = checker
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .unwrap();
+            if busy == 0 && in_wal == copied {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the WAL was never copied whole");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(checker);
+        read();
+        write_big().await;
+        let wal_after_two = std::fs::metadata(&wal).unwrap().len();
+        assert!(
+            wal_after_two <= wal_after_one + 64 * 1024,
+            "the WAL grew from {wal_after_one} to {wal_after_two} bytes: it did not start over"
+        );
     }
 
     #[tokio::test]

@@ -88,10 +88,6 @@ impl Default for HttpSettings {
     }
 }
 
-/// The id of the request being served, in the request's extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
-
 /// What the edge checks, shared by every route's copy of [`EdgeService`].
 struct Edge {
     max_header_bytes: usize,
@@ -218,43 +214,38 @@ fn acceptable_request_id(id: &str) -> bool {
 }
 
 /// A new version-4 UUID from the thread's generator (seeded once from the OS, so no
-/// system call per request, unlike `Uuid::new_v4`), as text and as a header value.
-fn fresh_request_id() -> (String, HeaderValue) {
+/// system call per request, unlike `Uuid::new_v4`), as a header value.
+fn fresh_request_id() -> HeaderValue {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
         .hyphenated()
         .encode_lower(&mut text);
-    (
-        id.to_owned(),
-        HeaderValue::from_bytes(id.as_bytes()).expect("a UUID is a header value"),
-    )
+    HeaderValue::from_bytes(id.as_bytes()).expect("a UUID is a header value")
 }
 
 /// The caller's request id when it is acceptable, else a fresh one.
-fn request_id(req: &Request) -> (String, HeaderValue) {
+fn request_id(req: &Request) -> HeaderValue {
     match req.headers().get(&REQUEST_ID) {
-        Some(value) => match value.to_str() {
-            Ok(id) if acceptable_request_id(id) => (id.to_owned(), value.clone()),
-            _ => fresh_request_id(),
-        },
-        None => fresh_request_id(),
+        Some(value) if value.to_str().is_ok_and(acceptable_request_id) => value.clone(),
+        _ => fresh_request_id(),
     }
 }
 
 /// Takes or makes the request id, logs the request when it is answered, and returns the
 /// id on the response. The limits run inside the request's span.
-async fn request_log<S>(edge: &Edge, inner: S, mut req: Request) -> Response
+async fn request_log<S>(edge: &Edge, inner: S, req: Request) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
     let started = Instant::now();
-    let (id, id_header) = request_id(&req);
+    let id_header = request_id(&req);
+    // Only ever an acceptable id (plain ASCII), as `request_id` checked or made it.
+    let id = id_header.to_str().unwrap_or_default();
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route_str = route.as_ref().map_or("<unmatched>", MatchedPath::as_str);
     let span = tracing::info_span!("request", request_id = %id, %method, route = %route_str);
-    req.extensions_mut().insert(RequestId(id));
     let mut response = if span.is_disabled() {
         tracing::debug!("request received");
         limited(edge, inner, req).await

@@ -21,20 +21,46 @@
 //! runs in it and ends it. The held transaction also ends when the request ends or a write
 //! begins ([`release_held`]), so it lasts microseconds, never across a wait for a body or a
 //! write, and a read after a write sees it.
+//!
+//! That lock is a `fcntl` only for the first connection of the process to take it: SQLite
+//! counts the shared locks its connections hold on each slot, and a second one costs no
+//! system call. So while nothing is being written, one connection (the [`Anchor`]) stays in
+//! a read transaction, holding the slot every new reader of the same snapshot takes, and a
+//! GET's read transaction begins and ends without a system call. The anchor never decides
+//! what a read sees: every read transaction still reads the newest commit, whoever wrote it.
+//! It is dropped when a write begins in this process ([`SqliteReads::unanchor`]), so it never
+//! stops the WAL from being restarted or copied, and taken again by a read once no write has
+//! begun for [`QUIET_BEFORE_ANCHOR`]; after [`ANCHOR_FOR`] a read takes a fresh one, so a
+//! write by another process (the `admin` command) does not leave it on an older slot.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, Statement, ToSql};
 
 /// How many idle read connections are kept; more are opened when more callers read at once.
 const KEPT: usize = 16;
 
+/// How long after a write began in this process a read may take the anchor again.
+pub const QUIET_BEFORE_ANCHOR: Duration = Duration::from_millis(20);
+
+/// How long one anchor is kept before a read replaces it with a fresh one.
+pub const ANCHOR_FOR: Duration = Duration::from_millis(500);
+
 /// Read-only connections to one SQLite file.
 pub struct SqliteReads {
     path: PathBuf,
     idle: Idle,
+    anchor: Mutex<Anchor>,
+}
+
+/// A connection kept in a read transaction while nothing is written (see the module docs).
+struct Anchor {
+    conn: Option<Connection>,
+    /// When it was taken, or when a write last dropped it (or found none to drop).
+    at: Instant,
 }
 
 /// The idle connections, shared with a [`Held`] read so it can give its connection back.
@@ -105,6 +131,66 @@ impl SqliteReads {
         SqliteReads {
             path: path.to_owned(),
             idle: Arc::new(Mutex::new(Vec::new())),
+            anchor: Mutex::new(Anchor {
+                conn: None,
+                at: Instant::now(),
+            }),
+        }
+    }
+
+    /// Ends the anchor's read transaction, if there is one: a write begins in this process
+    /// (or a checkpoint copied the whole WAL, and new readers take another slot). No read
+    /// takes it again for [`QUIET_BEFORE_ANCHOR`].
+    pub fn unanchor(&self) {
+        let dropped = {
+            let mut anchor = self.anchor.lock().expect("not poisoned");
+            anchor.at = Instant::now();
+            anchor.conn.take()
+        };
+        if let Some(conn) = dropped {
+            give_back(&self.idle, end_read(conn));
+        }
+    }
+
+    /// Whether the anchor is held, in its read transaction.
+    #[cfg(test)]
+    pub(crate) fn anchored(&self) -> bool {
+        let anchor = self.anchor.lock().expect("not poisoned");
+        anchor.conn.as_ref().is_some_and(|c| !c.is_autocommit())
+    }
+
+    /// Takes (or renews) the anchor when it is due. A read that finds another thread doing
+    /// this goes on without waiting; one that cannot begin the anchor's transaction goes on
+    /// too, as every read did before there was an anchor.
+    fn keep_anchored(&self) {
+        let Ok(mut anchor) = self.anchor.try_lock() else {
+            return;
+        };
+        let since = anchor.at.elapsed();
+        let stale = match anchor.conn {
+            Some(_) if since < ANCHOR_FOR => return,
+            Some(_) => anchor.conn.take(),
+            None if since < QUIET_BEFORE_ANCHOR => return,
+            None => None,
+        };
+        if let Some(conn) = stale {
+            give_back(&self.idle, end_read(conn));
+        }
+        anchor.at = Instant::now();
+        let Ok(conn) = self.take() else {
+            return;
+        };
+        // `BEGIN` is deferred: the transaction (and its slot) starts with the first read.
+        let begun = conn
+            .prepare_cached("BEGIN")
+            .and_then(|mut begin| begin.execute([]))
+            .and_then(|_| conn.query_row("PRAGMA schema_version", [], |_| Ok(())));
+        match begun {
+            Ok(()) => anchor.conn = Some(conn),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not take the read anchor");
+                give_back(&self.idle, end_read(conn));
+            }
         }
     }
 
@@ -149,6 +235,7 @@ impl SqliteReads {
             let conn = held.conn.as_ref().expect("a held read has its connection");
             return Ok(read(conn)?);
         }
+        self.keep_anchored();
         let conn = self.take()?;
         let result = read(&conn);
         give_back(&self.idle, Some(conn));
@@ -167,6 +254,7 @@ impl SqliteReads {
             return self.read(read);
         }
         release_held();
+        self.keep_anchored();
         let conn = self.take()?;
         let begun = conn
             .prepare_cached("BEGIN")
@@ -301,6 +389,52 @@ mod tests {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
             .unwrap();
         assert_eq!(busy, 0);
+    }
+
+    #[test]
+    fn the_anchor_is_taken_once_quiet_and_never_decides_what_a_read_sees() {
+        let (_dir, path, writer) = store_with_one_row();
+        let reads = SqliteReads::new(&path);
+        reads.unanchor();
+        assert_eq!(count(&reads), 1);
+        assert!(
+            !reads.anchored(),
+            "a read just after a write takes no anchor"
+        );
+        std::thread::sleep(QUIET_BEFORE_ANCHOR + Duration::from_millis(5));
+        assert_eq!(count(&reads), 1);
+        assert!(
+            reads.anchored(),
+            "a read after a quiet spell takes the anchor"
+        );
+        // Another process writes: the anchor's snapshot is older, the next read's is not.
+        writer.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        assert_eq!(count(&reads), 2);
+        assert!(reads.anchored());
+        reads.unanchor();
+        assert!(!reads.anchored());
+        assert!(all_idle_out_of_transactions(&reads));
+    }
+
+    #[test]
+    fn an_anchor_older_than_its_time_is_replaced_by_one_of_the_newest_snapshot() {
+        let (_dir, path, writer) = store_with_one_row();
+        let reads = SqliteReads::new(&path);
+        std::thread::sleep(QUIET_BEFORE_ANCHOR + Duration::from_millis(5));
+        count(&reads);
+        let anchor_sees = |reads: &SqliteReads| -> i64 {
+            let anchor = reads.anchor.lock().unwrap();
+            let conn = anchor.conn.as_ref().expect("anchored");
+            conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(anchor_sees(&reads), 1);
+        writer.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        count(&reads);
+        assert_eq!(anchor_sees(&reads), 1, "kept until its time is up");
+        std::thread::sleep(ANCHOR_FOR);
+        count(&reads);
+        assert_eq!(anchor_sees(&reads), 2);
     }
 
     #[test]

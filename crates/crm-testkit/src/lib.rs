@@ -252,6 +252,16 @@ impl PgCluster {
         self.url_for(&name)
     }
 
+    /// The URL of `database` through the cluster's Unix socket, as a server on the same
+    /// machine reaches it: no TCP, and local connections need no password here.
+    pub fn socket_url_for(&self, database: &str) -> String {
+        format!(
+            "postgres://crm@localhost/{database}?host={}&port={}",
+            self.base.path().display(),
+            self.port
+        )
+    }
+
     /// URL of the maintenance database `postgres`.
     pub fn admin_url(&self) -> String {
         self.url_for("postgres")

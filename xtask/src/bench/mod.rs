@@ -134,7 +134,10 @@ impl StoreInstance {
             Store::Sqlite => (dir.path().join("crm.db").display().to_string(), None),
             Store::Postgres => {
                 let cluster = crm_testkit::PgCluster::start_new();
-                (cluster.create_database().await, Some(cluster))
+                // A PostgreSQL on the same machine is reached through its Unix socket.
+                let over_tcp = cluster.create_database().await;
+                let name = over_tcp.rsplit('/').next().context("a database URL")?;
+                (cluster.socket_url_for(name), Some(cluster))
             }
         };
         Ok(StoreInstance {
