@@ -159,7 +159,7 @@ impl LocalProvider {
         write: Write<D>,
     ) -> ServiceResult<Served<Written<R>>> {
         let now = self.clock.now();
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = new_record_id(now);
         let record = rules::new_record::<R>(&write.sent, &id, now)?;
         // A record without custom field values needs nothing from the store to be checked
         // and encoded, so that is done before the write starts: on SQLite the writes of the
@@ -1134,9 +1134,49 @@ impl CrmProvider for LocalProvider {
     }
 }
 
+/// A new record's id: a version-7 UUID, whose first 48 bits are the creation time in
+/// milliseconds and the rest random. Records created one after another get ids that sort
+/// together, so each insert goes to the last page of the id index rather than to a random
+/// one: a batch of creates writes a few pages of that index to the WAL, not one each. The
+/// time it shows is the record's `created_at`, which every answer carries anyway.
+fn new_record_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    let millis = u64::try_from(now.timestamp_millis()).unwrap_or_default();
+    uuid::Builder::from_unix_timestamp_millis(millis, &rand::random())
+        .into_uuid()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ids are UUIDs that sort by creation time, each unique.
+    #[test]
+    fn record_ids_sort_in_the_order_records_were_created() {
+        let start = chrono::Utc::now();
+        let ids: Vec<String> = (0..200)
+            .map(|i| new_record_id(start + chrono::Duration::milliseconds(i)))
+            .collect();
+        for id in &ids {
+            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 7, "{id}");
+            assert_eq!(
+                id,
+                &parsed.hyphenated().to_string(),
+                "lower-case, hyphenated"
+            );
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids, "ids of later records sort after earlier ones");
+        let same_time: std::collections::HashSet<String> =
+            (0..1000).map(|_| new_record_id(start)).collect();
+        assert_eq!(
+            same_time.len(),
+            1000,
+            "ids made in the same millisecond differ"
+        );
+    }
 
     /// A record's stored text is written from its model directly: it must be the text its
     /// JSON object writes, which reads and pages hand over as it is.
