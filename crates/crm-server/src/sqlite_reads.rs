@@ -96,6 +96,11 @@ impl Drop for Held {
     }
 }
 
+/// Opens a (deferred) transaction on `conn`, for reads that share one snapshot.
+fn begin_read(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN")?.execute([]).map(drop)
+}
+
 /// Ends `conn`'s read transaction; a connection that cannot end it is closed.
 fn end_read(conn: Connection) -> Option<Connection> {
     let ended = conn
@@ -181,10 +186,8 @@ impl SqliteReads {
             return;
         };
         // `BEGIN` is deferred: the transaction (and its slot) starts with the first read.
-        let begun = conn
-            .prepare_cached("BEGIN")
-            .and_then(|mut begin| begin.execute([]))
-            .and_then(|_| conn.query_row("PRAGMA schema_version", [], |_| Ok(())));
+        let begun = begin_read(&conn)
+            .and_then(|()| conn.query_row("PRAGMA schema_version", [], |_| Ok(())));
         match begun {
             Ok(()) => anchor.conn = Some(conn),
             Err(e) => {
@@ -256,10 +259,7 @@ impl SqliteReads {
         release_held();
         self.keep_anchored();
         let conn = self.take()?;
-        let begun = conn
-            .prepare_cached("BEGIN")
-            .and_then(|mut begin| begin.execute([]));
-        if let Err(e) = begun {
+        if let Err(e) = begin_read(&conn) {
             give_back(&self.idle, Some(conn));
             return Err(e.into());
         }
