@@ -13,7 +13,11 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use crate::serving_conns::Conn;
 pub use crate::txn::{Txn, TxnError};
+
+/// On PostgreSQL, the connections sqlx's pool may open for the work off the serving path.
+const OFF_PATH_CONNECTIONS: u32 = 2;
 
 /// Makes ring the process's TLS provider, once, before anything builds a TLS configuration.
 ///
@@ -214,7 +218,8 @@ impl fmt::Debug for DatabaseUrl {
 /// Settings of the connection pool.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
-    /// The most connections one process opens.
+    /// The most connections one process opens for its requests (on PostgreSQL, sqlx's pool
+    /// may open up to `OFF_PATH_CONNECTIONS` more for the work beside them).
     pub max_connections: u32,
     /// How long a request waits for a free connection (or a reachable server) before it
     /// fails with 503.
@@ -242,6 +247,9 @@ pub struct Database {
     writer: Option<std::sync::Arc<crate::group_commit::GroupWriter>>,
     /// PostgreSQL only: the key checks this process trusts for a moment (see `tenancy`).
     key_checks: Option<std::sync::Arc<crate::tenancy::KeyChecks>>,
+    /// PostgreSQL only: the connections of the serving path, given back without sqlx's
+    /// round trip on release (see `serving_conns`). sqlx's pool keeps the rest.
+    serving: Option<std::sync::Arc<crate::serving_conns::ServingConns>>,
 }
 
 impl fmt::Debug for Database {
@@ -363,8 +371,21 @@ impl Database {
             // Statements are logged by our own request logs; sqlx's would repeat them.
             .disable_statement_logging();
         let kind = url.kind;
+        // On PostgreSQL the requests' statements run on `serving`; sqlx's pool is left the
+        // work off that path (migrations, sealed credentials), which needs few connections.
+        let pool_max = match kind {
+            StoreKind::Sqlite => settings.max_connections,
+            StoreKind::Postgres => settings.max_connections.min(OFF_PATH_CONNECTIONS),
+        };
+        let serving = (kind == StoreKind::Postgres).then(|| {
+            crate::serving_conns::ServingConns::new(
+                options.clone(),
+                settings.max_connections,
+                settings.acquire_timeout,
+            )
+        });
         let pool = AnyPoolOptions::new()
-            .max_connections(settings.max_connections)
+            .max_connections(pool_max)
             .acquire_timeout(settings.acquire_timeout)
             // No ping before every acquire: on SQLite it is a round trip to the connection's
             // worker thread, on PostgreSQL one over the network, and it doubled the cost of
@@ -409,6 +430,7 @@ impl Database {
             reads,
             writer,
             key_checks,
+            serving,
         })
     }
 
@@ -428,11 +450,37 @@ impl Database {
         &self.pool
     }
 
-    /// A connection of the pool. While it is awaited it counts in `crm_db_pool_waiting`:
-    /// the requests of the serving path take their connections here.
-    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
+    fn serving(&self) -> &std::sync::Arc<crate::serving_conns::ServingConns> {
+        self.serving
+            .as_ref()
+            .expect("PostgreSQL has its serving connections")
+    }
+
+    /// A connection for the serving path. While it is awaited it counts in
+    /// `crm_db_pool_waiting`. Give it back with [`Conn::release`] once its statements have
+    /// finished: on PostgreSQL that spares a round trip.
+    pub async fn acquire(&self) -> Result<Conn, sqlx::Error> {
         let _waiting = crate::metrics::PoolWaiting::start();
-        self.pool.acquire().await
+        match &self.serving {
+            Some(serving) => serving.acquire().await.map(Conn::Serving),
+            None => self.pool.acquire().await.map(Conn::Pooled),
+        }
+    }
+
+    /// The connections open for this process, how many of them are idle, and the most it
+    /// opens for requests (`--database-pool-size`).
+    pub fn pool_counts(&self) -> (u32, u32, u32) {
+        let size = self.pool.size();
+        // The pool's idle count can run ahead of its size for a moment while a connection
+        // closes.
+        let idle = (self.pool.num_idle() as u32).min(size);
+        match &self.serving {
+            Some(serving) => {
+                let (open, serving_idle) = serving.counts();
+                (size + open, idle + serving_idle, serving.max())
+            }
+            None => (size, idle, self.pool.options().get_max_connections()),
+        }
     }
 
     pub fn kind(&self) -> StoreKind {
@@ -452,6 +500,9 @@ impl Database {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        if let Some(serving) = &self.serving {
+            serving.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -469,7 +520,11 @@ impl Database {
                 crate::group_commit::GroupWrite::begin(writer).await?,
                 started,
             )),
-            None => Ok(Txn::postgres(self.pool.begin().await?, started)),
+            None => {
+                let mut conn = self.serving().acquire().await?;
+                conn.begin().await?;
+                Ok(Txn::postgres(conn, started))
+            }
         }
     }
 
@@ -478,10 +533,14 @@ impl Database {
     pub async fn begin_alone(&self) -> Result<Txn, TxnError> {
         match self.kind {
             StoreKind::Sqlite => self.begin().await,
-            StoreKind::Postgres => Ok(Txn::postgres_alone(
-                self.pool.clone(),
-                std::time::Instant::now(),
-            )),
+            StoreKind::Postgres => {
+                let started = std::time::Instant::now();
+                let conn = {
+                    let _waiting = crate::metrics::PoolWaiting::start();
+                    self.serving().acquire().await?
+                };
+                Ok(Txn::postgres_alone(conn, started))
+            }
         }
     }
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod providers;
 pub mod rate_limit;
 pub mod rules;
+pub mod serving_conns;
 pub mod settings;
 pub mod sqlite_reads;
 pub mod tenancy;

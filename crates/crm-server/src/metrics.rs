@@ -104,13 +104,10 @@ pub fn router(db: Database) -> Router {
 }
 
 async fn render(State(db): State<Database>) -> Response {
-    let pool = db.pool();
-    let size = f64::from(pool.size());
-    // The pool's idle count can run ahead of its size for a moment while a connection closes.
-    let idle = (pool.num_idle() as f64).min(size);
-    metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use").set(size - idle);
-    metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(idle);
-    metrics::gauge!(POOL_MAX_CONNECTIONS).set(f64::from(pool.options().get_max_connections()));
+    let (size, idle, max) = db.pool_counts();
+    metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use").set(f64::from(size - idle));
+    metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(idle));
+    metrics::gauge!(POOL_MAX_CONNECTIONS).set(f64::from(max));
     let handle = handle();
     handle.run_upkeep();
     (

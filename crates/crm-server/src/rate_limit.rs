@@ -130,6 +130,7 @@ impl SharedRateLimiter {
     pub async fn check(&self, key: &str) -> Result<Result<(), Duration>, sqlx::Error> {
         let id = Sha256::digest(key.as_bytes()).to_vec();
         let per_minute = f64::from(self.per_minute);
+        let mut conn = self.db.acquire().await?;
         let row = sqlx::query(
             "INSERT INTO rate_limits AS b (key_hash, tokens, at, admitted)
              VALUES ($1, $2 - 1, now(), TRUE)
@@ -143,8 +144,9 @@ impl SharedRateLimiter {
         )
         .bind(id)
         .bind(per_minute)
-        .fetch_one(&mut *self.db.acquire().await?)
+        .fetch_one(&mut *conn)
         .await?;
+        conn.release();
         let admitted: bool = sqlx::Row::get(&row, "admitted");
         if admitted {
             return Ok(Ok(()));

@@ -419,10 +419,11 @@ impl Authorizer for Tenancy {
                 )
                 .map_err(read_failed)?,
             (None, None) => {
+                let mut conn = self.db.acquire().await.map_err(internal)?;
                 let found: Option<Found> = sqlx::query(KEY_AND_ACCOUNT)
                     .bind(key_id)
                     .bind(account_id)
-                    .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
+                    .fetch_optional(&mut *conn)
                     .await
                     .map_err(internal)?
                     .map(|row| {
@@ -433,6 +434,7 @@ impl Authorizer for Tenancy {
                             row.get("provider"),
                         )
                     });
+                conn.release();
                 if let (Some(checks), Some(found)) = (self.db.key_checks(), &found) {
                     checks.keep(key_id, account_id, found);
                 }

@@ -11,6 +11,7 @@ use rusqlite::types::{ToSqlOutput, Value as SqliteValue, ValueRef};
 use sqlx::Row as _;
 
 use crate::group_commit::{GroupWrite, WriteError};
+use crate::serving_conns::ServingConn;
 use crate::sqlite_reads::bind_numbered;
 
 /// A value bound to a statement's `$N`. A `None` is a NULL of that type.
@@ -165,10 +166,11 @@ impl Row {
 }
 
 enum Inner {
-    Postgres(sqlx::Transaction<'static, sqlx::Any>),
+    /// PostgreSQL: a connection with a transaction begun on it.
+    Postgres(ServingConn),
     /// PostgreSQL, a write of one statement: no `BEGIN` and `COMMIT` round trips, the
     /// statement is its own transaction.
-    PostgresAlone(sqlx::AnyPool),
+    PostgresAlone(ServingConn),
     Sqlite(GroupWrite),
 }
 
@@ -181,16 +183,16 @@ pub struct Txn {
 }
 
 impl Txn {
-    pub(crate) fn postgres(tx: sqlx::Transaction<'static, sqlx::Any>, started: Instant) -> Txn {
+    pub(crate) fn postgres(conn: ServingConn, started: Instant) -> Txn {
         Txn {
-            inner: Some(Inner::Postgres(tx)),
+            inner: Some(Inner::Postgres(conn)),
             started,
         }
     }
 
-    pub(crate) fn postgres_alone(pool: sqlx::AnyPool, started: Instant) -> Txn {
+    pub(crate) fn postgres_alone(conn: ServingConn, started: Instant) -> Txn {
         Txn {
-            inner: Some(Inner::PostgresAlone(pool)),
+            inner: Some(Inner::PostgresAlone(conn)),
             started,
         }
     }
@@ -209,12 +211,8 @@ impl Txn {
     /// Runs a statement; the number of rows it changed.
     pub async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, TxnError> {
         match self.inner() {
-            Inner::Postgres(tx) => Ok(bind(sqlx::query(sql), args)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()),
-            Inner::PostgresAlone(pool) => Ok(bind(sqlx::query(sql), args)
-                .execute(&*pool)
+            Inner::Postgres(conn) | Inner::PostgresAlone(conn) => Ok(bind(sqlx::query(sql), args)
+                .execute(&mut **conn)
                 .await?
                 .rows_affected()),
             Inner::Sqlite(write) => write.writer().with_conn(|c| {
@@ -232,14 +230,8 @@ impl Txn {
         args: &[Arg<'_>],
     ) -> Result<Vec<Row>, TxnError> {
         match self.inner() {
-            Inner::Postgres(tx) => Ok(bind(sqlx::query(sql), args)
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(Row::Postgres)
-                .collect()),
-            Inner::PostgresAlone(pool) => Ok(bind(sqlx::query(sql), args)
-                .fetch_all(&*pool)
+            Inner::Postgres(conn) | Inner::PostgresAlone(conn) => Ok(bind(sqlx::query(sql), args)
+                .fetch_all(&mut **conn)
                 .await?
                 .into_iter()
                 .map(Row::Postgres)
@@ -282,8 +274,11 @@ impl Txn {
     /// Commits: once this returns `Ok`, the write is durable.
     pub async fn commit(mut self) -> Result<(), TxnError> {
         let result = match self.inner.take().expect("a transaction is committed once") {
-            Inner::Postgres(tx) => tx.commit().await.map_err(TxnError::from),
-            Inner::PostgresAlone(_) => Ok(()),
+            Inner::Postgres(conn) => conn.commit().await.map_err(TxnError::from),
+            Inner::PostgresAlone(conn) => {
+                conn.release();
+                Ok(())
+            }
             Inner::Sqlite(write) => write.commit().await.map_err(TxnError::from),
         };
         let outcome = if result.is_ok() { "commit" } else { "failed" };

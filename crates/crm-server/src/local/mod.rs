@@ -79,6 +79,18 @@ impl LocalProvider {
         }
     }
 
+    /// The items of the list stored at `seq`.
+    async fn list_items(
+        &self,
+        scope: &AccountScope,
+        seq: i64,
+    ) -> ServiceResult<Vec<crm_api::models::ListItem>> {
+        let mut conn = self.db.acquire().await.map_err(internal)?;
+        let items = lists::items(&mut *conn, scope, seq).await?;
+        conn.release();
+        Ok(items)
+    }
+
     /// Checks a record's `custom_fields` against the definitions of its linked account.
     async fn resolve_custom_fields(
         tx: &mut Txn,
@@ -493,12 +505,17 @@ impl LocalProvider {
                     rows.next()?.map(|r| r.get(0)).transpose()
                 })
                 .map_err(read_failed)?,
-            None => sqlx::query_scalar(MAPPING)
-                .bind(&scope.project_id)
-                .bind(Contact::KIND)
-                .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
-                .await
-                .map_err(internal)?,
+            None => {
+                let mut conn = self.db.acquire().await.map_err(internal)?;
+                let mappings = sqlx::query_scalar(MAPPING)
+                    .bind(&scope.project_id)
+                    .bind(Contact::KIND)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(internal)?;
+                conn.release();
+                mappings
+            }
         };
         parse_mapping(mappings)
     }
@@ -600,16 +617,21 @@ impl LocalProvider {
                         .transpose()
                 })
                 .map_err(read_failed)?,
-            None => sqlx::query(RECORD)
-                .bind(&scope.account_id)
-                .bind(R::KIND)
-                .bind(id)
-                .bind(&scope.project_id)
-                .bind(Contact::KIND)
-                .fetch_optional(&mut *self.db.acquire().await.map_err(internal)?)
-                .await
-                .map_err(internal)?
-                .map(|row| (row.get("seq"), row.get("body"), row.get("mappings"))),
+            None => {
+                let mut conn = self.db.acquire().await.map_err(internal)?;
+                let found = sqlx::query(RECORD)
+                    .bind(&scope.account_id)
+                    .bind(R::KIND)
+                    .bind(id)
+                    .bind(&scope.project_id)
+                    .bind(Contact::KIND)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(internal)?
+                    .map(|row| (row.get("seq"), row.get("body"), row.get("mappings")));
+                conn.release();
+                found
+            }
         };
         found.ok_or_else(|| rules::not_found::<R>(id))
     }
@@ -1022,12 +1044,12 @@ impl CrmProvider for LocalProvider {
     ) -> ServiceResult<Page<List>> {
         let lists = self.page::<List>(scope, page).await?;
         let mut data = Vec::with_capacity(lists.data.len());
+        let mut conn = self.db.acquire().await.map_err(internal)?;
         for (seq, mut list) in lists.data {
-            list.items = Some(
-                lists::items(&mut *self.db.acquire().await.map_err(internal)?, scope, seq).await?,
-            );
+            list.items = Some(lists::items(&mut *conn, scope, seq).await?);
             data.push(list);
         }
+        conn.release();
         Ok(Page {
             data,
             next: lists.next,
@@ -1043,8 +1065,7 @@ impl CrmProvider for LocalProvider {
     ) -> ServiceResult<Served<List>> {
         let served = self.get::<List>(scope, id, read).await?;
         let (seq, mut list) = served.data;
-        list.items =
-            Some(lists::items(&mut *self.db.acquire().await.map_err(internal)?, scope, seq).await?);
+        list.items = Some(self.list_items(scope, seq).await?);
         Ok(Served {
             data: list,
             raw: served.raw,
@@ -1071,8 +1092,7 @@ impl CrmProvider for LocalProvider {
             .update::<List, _>(scope, Locator::Id(id), write)
             .await?;
         let (seq, mut data) = served.data;
-        data.items =
-            Some(lists::items(&mut *self.db.acquire().await.map_err(internal)?, scope, seq).await?);
+        data.items = Some(self.list_items(scope, seq).await?);
         Ok(Served {
             data,
             raw: served.raw,

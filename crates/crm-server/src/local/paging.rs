@@ -176,11 +176,10 @@ pub async fn read_page(
                 if order == Order::Updated {
                     query = query.bind(updated_after.as_deref());
                 }
-                query
-                    .fetch_all(&mut *db.acquire().await.map_err(internal)?)
-                    .await
-                    .map_err(internal)?
-                    .into_iter()
+                let mut conn = db.acquire().await.map_err(internal)?;
+                let rows = query.fetch_all(&mut *conn).await.map_err(internal)?;
+                conn.release();
+                rows.into_iter()
                     .map(|row| {
                         (
                             row.get("pos"),
@@ -295,13 +294,15 @@ async fn incremental_start(
             })
             .map_err(read_failed)?,
         None => {
+            let mut conn = db.acquire().await.map_err(internal)?;
             let row = sqlx::query(sql)
                 .bind(&scope.account_id)
                 .bind(kind)
                 .bind(updated_after)
-                .fetch_one(&mut *db.acquire().await.map_err(internal)?)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(internal)?;
+            conn.release();
             (row.get("first"), row.get("horizon"))
         }
     };
@@ -313,7 +314,7 @@ async fn incremental_start(
 /// warms, not one per connection). It serves what has committed as it reads.
 pub struct BatchReader {
     db: Database,
-    connection: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    connection: Option<crate::db::Conn>,
     account_id: String,
     kind: &'static str,
     updated_after: Option<String>,
@@ -369,7 +370,9 @@ impl BatchReader {
             }
             if self.done {
                 // Give the connection back as soon as the last batch is read.
-                self.connection = None;
+                if let Some(connection) = self.connection.take() {
+                    connection.release();
+                }
             }
         }
         Ok(self.buffered.pop_front())

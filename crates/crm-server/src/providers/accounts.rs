@@ -143,14 +143,16 @@ impl Vault {
 
     /// The account with its credentials opened.
     pub async fn load(&self, account_id: &str) -> Result<RemoteAccount, VaultError> {
+        let mut conn = self.db.acquire().await?;
         let row = sqlx::query(
             "SELECT id, project_id, provider, base_url, status, credentials, credentials_version \
              FROM linked_accounts WHERE id = $1",
         )
         .bind(account_id)
-        .fetch_optional(&mut *self.db.acquire().await?)
-        .await?
-        .ok_or_else(|| VaultError::UnknownAccount(account_id.to_owned()))?;
+        .fetch_optional(&mut *conn)
+        .await?;
+        conn.release();
+        let row = row.ok_or_else(|| VaultError::UnknownAccount(account_id.to_owned()))?;
         let stored: Option<String> = row.get("credentials");
         let Some(stored) = stored else {
             return Err(VaultError::Local(account_id.to_owned()));

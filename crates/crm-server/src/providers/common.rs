@@ -249,14 +249,16 @@ pub async fn landed_create(
     key: Option<&str>,
 ) -> Result<Option<String>, ApiError> {
     let Some(key) = key else { return Ok(None) };
+    let mut conn = db.acquire().await.map_err(internal)?;
     let landed: Option<Option<String>> = sqlx::query_scalar(
         "SELECT record_id FROM idempotency_keys WHERE project_id = $1 AND key = $2",
     )
     .bind(&scope.project_id)
     .bind(key)
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *conn)
     .await
     .map_err(internal)?;
+    conn.release();
     Ok(landed.flatten())
 }
 
