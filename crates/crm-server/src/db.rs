@@ -450,6 +450,22 @@ impl Database {
         &self.pool
     }
 
+    /// After a bulk load (`admin import`, `admin copy`) on PostgreSQL: `ANALYZE`, so the
+    /// planner's statistics count the rows just written. Until autovacuum gets to it, a
+    /// plan made from the statistics of a nearly empty table can scan a whole index for a
+    /// GET by id. SQLite keeps no statistics here (see `.cargo/config.toml`): nothing to do.
+    /// What was loaded is committed already, so a failure here is only logged.
+    pub async fn refresh_statistics(&self) {
+        if self.kind == StoreKind::Postgres
+            && let Err(e) = self.pool.execute("ANALYZE").await
+        {
+            tracing::warn!(
+                error = %e,
+                "could not update PostgreSQL's statistics (ANALYZE); autovacuum will in time"
+            );
+        }
+    }
+
     fn serving(&self) -> &std::sync::Arc<crate::serving_conns::ServingConns> {
         self.serving
             .as_ref()

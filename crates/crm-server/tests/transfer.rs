@@ -419,6 +419,7 @@ async fn a_sqlite_store_moved_to_postgresql_answers_the_same_keys_the_same() {
 
     let copying = Instant::now();
     let work = tempfile::tempdir().unwrap();
+    assert!(!records_analyzed(postgres.url(), false).await);
     let out = run(
         work.path(),
         &[
@@ -438,6 +439,10 @@ async fn a_sqlite_store_moved_to_postgresql_answers_the_same_keys_the_same() {
     assert!(stdout.contains("********"), "{stdout}");
     // Nothing is opened at the global --database's default.
     assert!(!work.path().join("crm.db").exists());
+    assert!(
+        records_analyzed(postgres.url(), true).await,
+        "the copy left PostgreSQL's statistics of its empty tables"
+    );
     for (table, rows) in [
         ("projects", 2),
         ("api_keys", 3),
@@ -502,6 +507,29 @@ async fn a_sqlite_store_moved_to_postgresql_answers_the_same_keys_the_same() {
     assert_eq!(by_update.last(), Some(contact));
     assert_eq!(by_update[by_update.len() - 2], new["id"].as_str().unwrap());
     println!("whole test in {:.1?}", started.elapsed());
+}
+
+/// Whether `ANALYZE` has run on the records table of a PostgreSQL database: `admin copy`
+/// and `admin import` run it when they are done, so the planner counts what they loaded.
+/// With `wait`, gives PostgreSQL's statistics a few seconds to show it.
+async fn records_analyzed(url: &str, wait: bool) -> bool {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    for _ in 0..50 {
+        let analyzed: bool = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables \
+             WHERE relname = 'records'), FALSE)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if analyzed || !wait {
+            return analyzed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// Opens a database of the test kit.
@@ -785,10 +813,20 @@ async fn an_export_imported_into_another_account_keeps_ids_and_times_once() {
     std::fs::write(&file, &exported).unwrap();
     let file = file.to_str().unwrap();
 
+    let postgres = database.store() == Store::Postgres;
+    if postgres {
+        assert!(!records_analyzed(url, false).await);
+    }
     let importing = Instant::now();
     let imported = admin(url, &["import", "--account", &other, file]);
     println!("imported in {:.1?}: {imported}", importing.elapsed());
     assert_eq!(imported.trim(), "imported 4, skipped 0");
+    if postgres {
+        assert!(
+            records_analyzed(url, true).await,
+            "the import left PostgreSQL's statistics as they were"
+        );
+    }
     let target = Api {
         http: &http,
         base: &server.base_url,

@@ -121,6 +121,7 @@ pub async fn copy(
         .await
         .map_err(failed("advancing records.seq"))?;
     }
+    to.refresh_statistics().await;
     progress.line(format_args!(
         "copied in {:.1?}; verifying",
         started.elapsed()

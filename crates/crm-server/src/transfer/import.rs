@@ -173,6 +173,9 @@ pub async fn import(
         }
     }
     write_batch(db, account_id, &mut batch, &mut report).await?;
+    if report.imported > 0 {
+        db.refresh_statistics().await;
+    }
     progress.line(format_args!(
         "import: {} lines read, {} imported, {} skipped",
         report.lines, report.imported, report.skipped
