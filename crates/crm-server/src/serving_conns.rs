@@ -11,7 +11,8 @@
 //! ([`ServingConn::release`]). One dropped without that, by a request cancelled half-way,
 //! a statement that failed, or a transaction left open, is made ready first, as sqlx's pool
 //! would: a task rolls back what is open or sends the `Sync`, and only then puts it back.
-//! A connection that does not answer is closed. A connection idle for
+//! A connection that does not answer within the acquire timeout is closed, and its place
+//! freed. A connection idle for
 //! [`CHECK_AFTER_IDLE`] is checked the same way before it is handed out, so a server
 //! that restarted in between costs no failed request.
 //!
@@ -230,11 +231,18 @@ impl Drop for ServingConn {
             return;
         };
         runtime.spawn(async move {
-            let ready = if in_transaction {
-                conn.execute("ROLLBACK").await.map(drop)
-            } else {
-                conn.ping().await
+            let ready = async {
+                if in_transaction {
+                    conn.execute("ROLLBACK").await.map(drop)
+                } else {
+                    conn.ping().await
+                }
             };
+            // A server that stopped answering without closing the socket must not keep the
+            // permit: after the acquire timeout the connection is closed instead.
+            let ready = tokio::time::timeout(conns.acquire_timeout, ready)
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut));
             match ready {
                 Ok(()) => conns.put_back(conn),
                 Err(e) => {

@@ -1,8 +1,9 @@
 //! The serving path's PostgreSQL connections (`serving_conns`), on a real PostgreSQL
 //! server: a connection given back as it is stays usable, one dropped half-way (a
 //! cancelled statement, an open transaction) is made ready before anyone gets it again,
-//! no more than the most allowed are ever open, and one the server closed while it was
-//! idle is replaced instead of failing a request.
+//! no more than the most allowed are ever open, one the server closed while it was idle is
+//! replaced instead of failing a request, and one that stays busy past the acquire timeout
+//! is closed and frees its place.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -189,4 +190,31 @@ async fn an_idle_connection_the_server_closed_is_replaced_not_handed_out() {
     let new_pid = backend_pid(&mut conn).await;
     assert_ne!(new_pid, pid);
     assert_eq!(conns.counts(), (1, 0));
+}
+
+#[tokio::test]
+async fn a_connection_still_busy_after_the_acquire_timeout_is_closed_and_its_place_freed() {
+    let options = database().await;
+    let conns = ServingConns::new(options.clone(), 1, Duration::from_millis(300));
+    let mut conn = conns.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    let cut = tokio::time::timeout(
+        Duration::from_millis(50),
+        sqlx::query("SELECT pg_sleep(5)").execute(&mut *conn),
+    )
+    .await;
+    assert!(cut.is_err(), "the statement was meant to be cut off");
+    drop(conn);
+    // Readying it waits behind the 5 s sleep; after the acquire timeout it is closed.
+    let mut closed = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if conns.counts() == (0, 0) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "still open: {:?}", conns.counts());
+    let mut conn = conns.acquire().await.unwrap();
+    assert_ne!(backend_pid(&mut conn).await, pid);
 }
