@@ -56,23 +56,25 @@ fn not_ready(message: String) -> crm_api::ApiError {
 
 /// How many of this binary's migrations the database has not applied successfully.
 pub async fn pending_migrations(db: &Database) -> Result<usize, sqlx::Error> {
+    let mut conn = db.acquire().await?;
     let has_table: Option<i64> = sqlx::query_scalar(db.pick(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
         "SELECT 1 FROM pg_catalog.pg_tables
          WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
     ))
-    .fetch_optional(&mut *db.acquire().await?)
+    .fetch_optional(&mut *conn)
     .await?;
     let applied: Vec<i64> = if has_table.is_some() {
         sqlx::query_scalar(match db.kind() {
             StoreKind::Sqlite => "SELECT version FROM _sqlx_migrations WHERE success = 1",
             StoreKind::Postgres => "SELECT version FROM _sqlx_migrations WHERE success",
         })
-        .fetch_all(&mut *db.acquire().await?)
+        .fetch_all(&mut *conn)
         .await?
     } else {
         Vec::new()
     };
+    conn.release();
     Ok(db
         .migrator()
         .iter()
