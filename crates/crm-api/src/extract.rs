@@ -74,7 +74,7 @@ impl FromRequestParts<AppState> for AccountScope {
             })?
             .to_owned();
         state
-            .authorizer
+            .authorizer()
             .authorize(&key, &account_id)
             .await
             .inspect_err(|e| match e.status {

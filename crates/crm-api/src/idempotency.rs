@@ -132,7 +132,7 @@ where
     })?;
     let fingerprint = fingerprint(&scope, &parts.method, parts.uri.path(), &bytes);
     let claim = state
-        .idempotency
+        .idempotency()
         .claim_idempotency_key(&scope, &key, &fingerprint)
         .await
         .map_err(IntoResponse::into_response)?;
@@ -144,7 +144,7 @@ where
     let response = next(Request::from_parts(parts, Body::from(bytes))).await;
     if response.status().is_server_error() {
         if let Err(e) = state
-            .idempotency
+            .idempotency()
             .release_idempotency_key(&scope, &key)
             .await
         {
@@ -168,7 +168,7 @@ where
         body: body.to_vec(),
     };
     state
-        .idempotency
+        .idempotency()
         .complete_idempotency_key(&scope, &key, &stored)
         .await
         .map_err(IntoResponse::into_response)?;

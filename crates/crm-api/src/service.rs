@@ -387,32 +387,50 @@ pub trait CrmProvider: Send + Sync + 'static {
     ) -> ServiceResult<Served<CustomFieldDefinition>>;
 }
 
-/// The state every handler receives.
+/// The state every handler receives. One shared allocation: axum clones the state for
+/// every request (and twice in the handler's service), so each field behind an `Arc` of
+/// its own would be one more reference count that every core updates per request.
 #[derive(Clone)]
-pub struct AppState {
-    pub authorizer: Arc<dyn Authorizer>,
-    pub idempotency: Arc<dyn IdempotencyStore>,
-    providers: Arc<BTreeMap<String, Arc<dyn CrmProvider>>>,
+pub struct AppState(Arc<Shared>);
+
+#[derive(Clone)]
+struct Shared {
+    authorizer: Arc<dyn Authorizer>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    providers: BTreeMap<String, Arc<dyn CrmProvider>>,
 }
 
 impl AppState {
     pub fn new(authorizer: Arc<dyn Authorizer>, idempotency: Arc<dyn IdempotencyStore>) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             authorizer,
             idempotency,
-            providers: Arc::default(),
-        }
+            providers: BTreeMap::new(),
+        }))
     }
 
     /// Serves the linked accounts of `provider` with `implementation`.
     pub fn with_provider(mut self, provider: &str, implementation: Arc<dyn CrmProvider>) -> Self {
-        Arc::make_mut(&mut self.providers).insert(provider.to_owned(), implementation);
+        Arc::make_mut(&mut self.0)
+            .providers
+            .insert(provider.to_owned(), implementation);
         self
+    }
+
+    /// Who may reach which linked account.
+    pub fn authorizer(&self) -> &dyn Authorizer {
+        self.0.authorizer.as_ref()
+    }
+
+    /// Where idempotency keys are claimed and their answers kept.
+    pub fn idempotency(&self) -> &dyn IdempotencyStore {
+        self.0.idempotency.as_ref()
     }
 
     /// The implementation that serves the linked account of `scope`.
     pub fn provider(&self, scope: &AccountScope) -> Result<&dyn CrmProvider, ApiError> {
-        self.providers
+        self.0
+            .providers
             .get(&scope.provider)
             .map(|p| p.as_ref())
             .ok_or_else(|| {
