@@ -250,6 +250,8 @@ pub struct Database {
     /// PostgreSQL only: the connections of the serving path, given back without sqlx's
     /// round trip on release (see `serving_conns`). sqlx's pool keeps the rest.
     serving: Option<std::sync::Arc<crate::serving_conns::ServingConns>>,
+    /// PostgreSQL only: the record reads of GET requests, batched (see `record_reads`).
+    record_reads: Option<std::sync::Arc<crate::record_reads::RecordReads>>,
 }
 
 impl fmt::Debug for Database {
@@ -424,6 +426,9 @@ impl Database {
             None => None,
         };
         let key_checks = (kind == StoreKind::Postgres).then(Default::default);
+        let record_reads = serving
+            .as_ref()
+            .map(|s| crate::record_reads::RecordReads::new(std::sync::Arc::clone(s)));
         Ok(Database {
             pool,
             kind,
@@ -431,6 +436,7 @@ impl Database {
             writer,
             key_checks,
             serving,
+            record_reads,
         })
     }
 
@@ -507,6 +513,11 @@ impl Database {
     /// PostgreSQL, where they go through the pool like everything else.
     pub fn sqlite_reads(&self) -> Option<&crate::sqlite_reads::SqliteReads> {
         self.reads.as_deref()
+    }
+
+    /// PostgreSQL only: the record reads of GET requests, batched.
+    pub fn record_reads(&self) -> Option<&std::sync::Arc<crate::record_reads::RecordReads>> {
+        self.record_reads.as_ref()
     }
 
     /// PostgreSQL only: the key checks this process trusts for a moment.

@@ -14,6 +14,7 @@ pub mod local;
 pub mod metrics;
 pub mod providers;
 pub mod rate_limit;
+pub mod record_reads;
 pub mod rules;
 pub mod serving_conns;
 pub mod settings;

@@ -480,15 +480,27 @@ pub(crate) fn internal(e: impl Into<crate::txn::TxnError>) -> ApiError {
     use crate::txn::TxnError;
     let e = e.into();
     let unreachable = match &e {
-        TxnError::Sqlx(e) => {
-            matches!(
-                e,
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-            ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
-        }
+        TxnError::Sqlx(e) => unreachable(e),
         TxnError::Sqlite(WriteError::Busy(_)) => true,
         TxnError::Sqlite(_) => false,
     };
+    database_error(&e, unreachable)
+}
+
+/// [`internal`] for an error that several requests share (see `record_reads`).
+pub(crate) fn internal_shared(e: &sqlx::Error) -> ApiError {
+    database_error(e, unreachable(e))
+}
+
+/// Whether `e` says the database cannot be reached now, rather than that a statement failed.
+fn unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}
+
+fn database_error(e: &dyn std::fmt::Display, unreachable: bool) -> ApiError {
     tracing::error!(error = %e, "database error");
     if unreachable {
         ApiError::new(

@@ -34,7 +34,7 @@ use crate::custom_fields;
 use crate::db::{Database, StoreKind, Txn, TxnError, timestamp};
 use crate::rules::{self, Resource, parse_body, present, present_stored, typed};
 use crate::sqlite_reads::bind_numbered;
-use crate::tenancy::{internal, read_failed};
+use crate::tenancy::{internal, internal_shared, read_failed};
 use crate::txn::args;
 
 pub use lists::MAX_ITEMS_PER_CALL;
@@ -617,20 +617,20 @@ impl LocalProvider {
                         .transpose()
                 })
                 .map_err(read_failed)?,
+            // On PostgreSQL, with the reads that arrive beside it (see `record_reads`).
             None => {
-                let mut conn = self.db.acquire().await.map_err(internal)?;
-                let found = sqlx::query(RECORD)
-                    .bind(&scope.account_id)
-                    .bind(R::KIND)
-                    .bind(id)
-                    .bind(&scope.project_id)
-                    .bind(Contact::KIND)
-                    .fetch_optional(&mut *conn)
+                let key = crate::record_reads::RecordKey {
+                    account_id: scope.account_id.clone(),
+                    kind: R::KIND,
+                    id: id.to_owned(),
+                    project_id: scope.project_id.clone(),
+                };
+                self.db
+                    .record_reads()
+                    .expect("PostgreSQL batches its record reads")
+                    .read(key)
                     .await
-                    .map_err(internal)?
-                    .map(|row| (row.get("seq"), row.get("body"), row.get("mappings")));
-                conn.release();
-                found
+                    .map_err(|e| internal_shared(&e))?
             }
         };
         found.ok_or_else(|| rules::not_found::<R>(id))
