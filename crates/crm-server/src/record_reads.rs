@@ -36,10 +36,16 @@ pub const MAX_IN_FLIGHT: usize = 1;
 /// Every read of a batch, and the project's custom field mapping of each, in one
 /// statement. `$1` is a JSON array of `[linked account, kind, id, project]`; the rows come
 /// back numbered by their place in it (from 1). A read whose record is not there has no row.
-const BATCH: &str = "SELECT q.n, r.seq, r.body, m.mappings \
+///
+/// Each lookup is a `LATERAL` subquery with `LIMIT 1` (the keys are unique), which the
+/// planner cannot turn into a join of its choosing: as a plain join, a table of a few
+/// thousand records was read whole into a hash for every batch.
+pub const BATCH: &str = "SELECT q.n, r.seq, r.body, m.mappings \
      FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS q(k, n) \
-     JOIN records r ON r.linked_account_id = q.k->>0 AND r.kind = q.k->>1 AND r.id = q.k->>2 \
-     LEFT JOIN unified_custom_fields m ON m.project_id = q.k->>3 AND m.kind = $2";
+     CROSS JOIN LATERAL (SELECT seq, body FROM records \
+         WHERE linked_account_id = q.k->>0 AND kind = q.k->>1 AND id = q.k->>2 LIMIT 1) r \
+     LEFT JOIN LATERAL (SELECT mappings FROM unified_custom_fields \
+         WHERE project_id = q.k->>3 AND kind = $2 LIMIT 1) m ON true";
 
 /// A record: its `seq`, its stored body, and its project's mapping when there is one.
 pub type Found = Option<(i64, String, Option<String>)>;

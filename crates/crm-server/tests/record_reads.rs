@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crm_server::db::{Database, DatabaseUrl, PoolSettings};
-use crm_server::record_reads::{Found, RecordKey, RecordReads};
+use crm_server::record_reads::{BATCH, Found, RecordKey, RecordReads};
 use crm_server::serving_conns::ServingConns;
 use crm_testkit::PgCluster;
-use sqlx::Executor;
 use sqlx::any::AnyConnectOptions;
+use sqlx::{Executor, Row};
 
 const P1: &str = "project-1";
 const P2: &str = "project-2";
@@ -187,4 +187,43 @@ fn reads_go_on_after_the_tasks_of_a_stopped_runtime_were_dropped_half_way() {
     let answer = second.block_on(read(&reads, key(A1, "contacts", "c9", P1)));
     assert!(answer.is_err(), "{answer:?}");
     drop(silent);
+}
+
+#[tokio::test]
+async fn each_read_of_a_batch_is_an_index_lookup_whatever_the_size_of_the_table() {
+    let db = database().await;
+    // A table of two thousand records with fresh statistics: as a plain join, the planner
+    // read it whole into a hash for every batch.
+    db.pool()
+        .execute(
+            "INSERT INTO records (linked_account_id, kind, id, body, created_at, updated_at,
+                                  created_pos, updated_pos)
+             SELECT 'account-1', 'contacts', 'more-' || n, repeat('x', 400), 'now', 'now', 1, 1
+             FROM generate_series(1, 2000) n;
+             ANALYZE records; ANALYZE unified_custom_fields;",
+        )
+        .await
+        .unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    // The plan a prepared statement keeps once it is generic, as the server's becomes.
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!("PREPARE batch AS {BATCH}")))
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query("EXPLAIN EXECUTE batch('[]', 'contacts')")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(!plan.contains("Seq Scan on records"), "{plan}");
+    assert!(!plan.contains("Hash"), "{plan}");
+    assert!(
+        plan.contains("Index Scan using records_linked_account_id_kind_id_key"),
+        "{plan}"
+    );
 }
