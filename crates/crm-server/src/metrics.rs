@@ -2,8 +2,9 @@
 //! process), `GET /metrics` in the Prometheus text format, and the metrics of the database.
 //!
 //! The HTTP and provider metrics are named and reported in [`crm_api::metrics`]; this module
-//! adds the database's: the pool's connections (in use, idle, and requests waiting for one)
-//! and the duration of write transactions. Every metric is listed in the README's Operations
+//! adds the database's: the pool's connections (in use, idle, and requests waiting for one),
+//! the duration of write transactions, and how many writes (SQLite) or reads (PostgreSQL)
+//! share one transaction or statement. Every metric is listed in the README's Operations
 //! section.
 
 use std::sync::OnceLock;
@@ -29,6 +30,8 @@ pub const POOL_WAITING: &str = "crm_db_pool_waiting";
 pub const WRITE_TRANSACTION_DURATION: &str = "crm_db_write_transaction_duration_seconds";
 /// SQLite: writes made durable by one group commit (see `group_commit`).
 pub const GROUP_COMMIT_WRITES: &str = "crm_db_group_commit_writes";
+/// PostgreSQL: GET reads answered by one statement (see `record_reads`).
+pub const BATCHED_READS: &str = "crm_db_batched_reads";
 
 /// Histogram buckets of every `*_duration_seconds` metric: 0.5 ms to 30 s.
 const BUCKETS: [f64; 15] = [
@@ -50,6 +53,11 @@ pub fn handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(
                 Matcher::Full(GROUP_COMMIT_WRITES.to_owned()),
                 &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            )
+            .expect("the buckets are not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(BATCHED_READS.to_owned()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             )
             .expect("the buckets are not empty")
             .build_recorder();
@@ -146,6 +154,11 @@ pub fn write_transaction(elapsed: Duration, outcome: &'static str) {
 /// Records how many writes one SQLite group commit carried.
 pub fn group_commit(writes: usize) {
     metrics::histogram!(GROUP_COMMIT_WRITES).record(writes as f64);
+}
+
+/// Records how many reads one PostgreSQL statement answered.
+pub fn batched_reads(reads: usize) {
+    metrics::histogram!(BATCHED_READS).record(reads as f64);
 }
 
 #[cfg(test)]

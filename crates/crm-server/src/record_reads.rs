@@ -142,6 +142,7 @@ impl RecordReads {
     }
 
     async fn answer(&self, batch: Vec<Waiting>) {
+        crate::metrics::batched_reads(batch.len());
         match self.fetch(&batch).await {
             Ok(mut found) => {
                 for ((_, answer), found) in batch.into_iter().zip(found.drain(..)) {

@@ -330,6 +330,14 @@ async fn a_varied_run_shows_every_metric_with_bounded_labels() {
             Some(("outcome", "commit"))
         ) >= 6.0
     );
+    // On PostgreSQL a GET of a record by id that passed its checks is read by a batched
+    // statement.
+    if database.store() == crm_testkit::Store::Postgres {
+        assert!(
+            total(&text, "crm_db_batched_reads_sum", None) >= 1.0,
+            "{text}"
+        );
+    }
     for gauge in ["crm_db_pool_waiting", "crm_db_pool_max_connections"] {
         assert!(
             samples(&text).iter().any(|s| s.name == gauge),
