@@ -38,8 +38,8 @@ pub const MAX_IN_FLIGHT: usize = 1;
 /// back numbered by their place in it (from 1). A read whose record is not there has no row.
 ///
 /// Each lookup is a `LATERAL` subquery with `LIMIT 1` (the keys are unique), which the
-/// planner cannot turn into a join of its choosing: as a plain join, a table of a few
-/// thousand records was read whole into a hash for every batch.
+/// planner cannot turn into a join of its choosing: as a plain join, a table of a thousand
+/// records was read whole into a hash for every batch.
 pub const BATCH: &str = "SELECT q.n, r.seq, r.body, m.mappings \
      FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS q(k, n) \
      CROSS JOIN LATERAL (SELECT seq, body FROM records \
