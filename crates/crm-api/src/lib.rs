@@ -50,6 +50,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(cfd::get, cfd::update))
 }
 
+/// What the path of every CRM operation starts with.
+pub const API_PREFIX: &str = "/unified/";
+
 /// The OpenAPI document (3.1, as utoipa emits it) of every CRM operation.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     openapi::complete(api_router().split_for_parts().1)
@@ -75,4 +78,16 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_operation_is_under_the_api_prefix() {
+        let document = super::openapi();
+        assert!(!document.paths.paths.is_empty());
+        for path in document.paths.paths.keys() {
+            assert!(path.starts_with(super::API_PREFIX), "{path}");
+        }
+    }
 }

@@ -94,6 +94,9 @@ struct Edge {
     max_headers: usize,
     request_timeout: Option<Duration>,
     limiter: Option<Limiter>,
+    /// SQLite: a GET of the API may keep its key check's read transaction for its record
+    /// read (see `sqlite_reads`).
+    hold_reads: bool,
 }
 
 /// Where the rate limit is counted.
@@ -144,6 +147,7 @@ pub fn layered(router: Router, settings: &HttpSettings, db: &crate::db::Database
                     Limiter::Shared(SharedRateLimiter::new(db.clone(), n))
                 }
             }),
+        hold_reads: db.sqlite_reads().is_some(),
     };
     router.layer(EdgeLayer {
         edge: Arc::new(edge),
@@ -193,9 +197,13 @@ where
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
         let edge = Arc::clone(&self.edge);
-        // A GET may keep its key check's read transaction for its record read (see
-        // `sqlite_reads`); other requests may wait for a body or write between their reads.
-        if req.method() == axum::http::Method::GET {
+        // A GET of the API may keep its key check's read transaction for its record read
+        // (see `sqlite_reads`); other requests may wait for a body or write between their
+        // reads, and the routes outside the API read no records.
+        if edge.hold_reads
+            && req.method() == axum::http::Method::GET
+            && req.uri().path().starts_with(crm_api::API_PREFIX)
+        {
             Box::pin(async move {
                 Ok(crate::sqlite_reads::holding(request_log(&edge, inner, req)).await)
             })
@@ -248,10 +256,12 @@ where
     let span = tracing::info_span!("request", request_id = %id, %method, route = %route_str);
     let mut response = if span.is_disabled() {
         tracing::debug!("request received");
-        limited(edge, inner, req).await
+        limited(edge, inner, req, started).await
     } else {
         span.in_scope(|| tracing::debug!("request received"));
-        limited(edge, inner, req).instrument(span.clone()).await
+        limited(edge, inner, req, started)
+            .instrument(span.clone())
+            .await
     };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
@@ -262,8 +272,9 @@ where
     response
 }
 
-/// Header limits, rate limit and timeout, in this order, then the route.
-async fn limited<S>(edge: &Edge, mut inner: S, req: Request) -> Response
+/// Header limits, rate limit and timeout, in this order, then the route. The timeout
+/// counts from `started`, when the request's head had been read.
+async fn limited<S>(edge: &Edge, mut inner: S, req: Request, started: Instant) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
@@ -282,10 +293,19 @@ where
     let Some(limit) = edge.request_timeout else {
         return answer.await;
     };
-    match tokio::time::timeout(limit, answer).await {
-        Ok(response) => response,
-        Err(_) => timed_out(limit),
-    }
+    // The timer is set only once the answer has had to wait: one answered in its first
+    // poll (`/healthz`, most reads on SQLite) never touches the runtime's timers.
+    let deadline = tokio::time::Instant::from_std(started) + limit;
+    let mut answer = std::pin::pin!(answer);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(response) = answer.as_mut().poll(cx) {
+            return Poll::Ready(response);
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().poll(cx).map(|()| timed_out(limit))
+    })
+    .await
 }
 
 /// The size of a request head as it came over the wire: the request line and every header
