@@ -401,3 +401,69 @@ async fn ready_only_once_migrations_have_run() {
     migrated.close().await;
     bare.close().await;
 }
+
+/// `path` with each `{name}` segment of a route template filled in.
+fn instantiate(template: &str) -> String {
+    template
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "x1"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn the_edge_names_every_route_the_router_serves() {
+    let server = TestServer::start().await;
+    let app = crm_server::app(
+        server.db.clone(),
+        server.clock.clone(),
+        &HttpSettings::default(),
+    );
+    let routes: Vec<&str> = app.routes().collect();
+    // The API's operations, then the health, documentation and metrics routes.
+    let operations = crm_api::openapi().paths.paths.len();
+    assert_eq!(routes.len(), operations + 7, "{routes:?}");
+    for expected in [
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/openapi.yaml",
+        "/openapi-3.1.json",
+        "/docs",
+        "/metrics",
+        "/unified/crm/contacts/{id}",
+    ] {
+        assert!(routes.contains(&expected), "{expected} in {routes:?}");
+    }
+    let http = reqwest::Client::new();
+    for route in &routes {
+        let path = instantiate(route);
+        assert_eq!(app.route_of(&path), Some(*route), "{path}");
+        // The router serves the path: a method none of its routes has is 405 there, where
+        // a path with no route is 404.
+        let answer = http
+            .request(reqwest::Method::TRACE, format!("{}{path}", server.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 405, "TRACE {path}");
+    }
+    let unknown = "/unified/crm/nothing-here";
+    assert_eq!(app.route_of(unknown), None);
+    let answer = http
+        .request(
+            reqwest::Method::TRACE,
+            format!("{}{unknown}", server.base_url),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    server.stop().await;
+}

@@ -61,12 +61,18 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The CRM router over `state`: every operation of the document, and contract-shaped
 /// errors for unknown routes and wrong methods.
 pub fn router(state: AppState) -> Router {
-    let (router, _) = api_router().split_for_parts();
-    router
+    router_and_paths(state).0
+}
+
+/// As [`router`], with the path template of every operation as the router matches it.
+pub fn router_and_paths(state: AppState) -> (Router, Vec<String>) {
+    let (router, document) = api_router().split_for_parts();
+    let router = router
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(idempotency::IdempotencyLayer(state.clone()))
-        .with_state(state)
+        .with_state(state);
+    (router, document.paths.paths.into_keys().collect())
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

@@ -22,7 +22,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::Router;
+use crate::http::Routes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -155,7 +155,7 @@ impl Served {
 /// The documentation routes, to merge into the application beside `crm_api`'s router.
 /// Their `servers` is `public_url` (the origin clients reach the server at, from
 /// `--public-url`), or the relative URL `/` when it is `None`.
-pub fn router(public_url: Option<&str>) -> Router {
+pub fn router(public_url: Option<&str>) -> Routes {
     let served = Served {
         public_url: public_url.map(str::to_owned),
         documents: Arc::new(OnceLock::new()),
@@ -167,7 +167,7 @@ pub fn router(public_url: Option<&str>) -> Router {
             async move { serve(&served, form) }
         })
     };
-    Router::new()
+    Routes::new()
         .route(OPENAPI_JSON_PATH, route(Form::Json))
         .route(OPENAPI_YAML_PATH, route(Form::Yaml))
         .route(OPENAPI_31_JSON_PATH, route(Form::Json31))

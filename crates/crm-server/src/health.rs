@@ -1,8 +1,8 @@
 //! The operational routes `/healthz` and `/readyz`. They are not part of the CRM contract, so
 //! they live outside `crm_api`'s router and never appear in its OpenAPI document.
 
+use crate::http::Routes;
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
@@ -18,8 +18,8 @@ pub const READY_PATH: &str = "/readyz";
 
 /// The health routes over the server's database. Only `/readyz` holds the database: axum
 /// clones a route's state for every request, which `/healthz` need not pay.
-pub fn router(db: Database) -> Router {
-    Router::new()
+pub fn router(db: Database) -> Routes {
+    Routes::new()
         .route(HEALTH_PATH, get(healthz))
         .route(READY_PATH, get(readyz).with_state(db))
 }

@@ -7,23 +7,25 @@
 //! `--max-headers` when that is 100 or more): hyper refuses it with a bare 431 and closes the
 //! connection before any of this code runs, so such a head is never held in memory.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use crm_api::ApiError;
 use crm_api::metrics::{Rejection, rejection};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -88,7 +90,7 @@ impl Default for HttpSettings {
     }
 }
 
-/// What the edge checks, shared by every route's copy of [`EdgeService`].
+/// What the edge checks and how it names routes.
 struct Edge {
     max_header_bytes: usize,
     max_headers: usize,
@@ -97,6 +99,16 @@ struct Edge {
     /// SQLite: a GET of the API may keep its key check's read transaction for its record
     /// read (see `sqlite_reads`).
     hold_reads: bool,
+    /// The router's path templates, each naming itself.
+    routes: matchit::Router<Box<str>>,
+    /// The same templates, in the order they were added.
+    paths: Vec<String>,
+}
+
+impl Edge {
+    fn route_of(&self, path: &str) -> Option<&str> {
+        self.routes.at(path).ok().map(|found| &**found.value)
+    }
 }
 
 /// Where the rate limit is counted.
@@ -127,13 +139,71 @@ impl Limiter {
     }
 }
 
-/// Wraps `router` in what every request passes, outermost first: request id and request
+/// A router and the path template of each of its routes, gathered as the routes are added,
+/// so the edge can name every route the router serves.
+#[derive(Default)]
+pub struct Routes {
+    router: Router,
+    paths: Vec<String>,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route at `path` (axum's syntax: `{name}` for a segment).
+    pub fn route(mut self, path: &str, method_router: MethodRouter) -> Self {
+        self.router = self.router.route(path, method_router);
+        self.paths.push(path.to_owned());
+        self
+    }
+
+    /// Adds every route of `router`, whose path templates are `paths`.
+    pub fn merge(mut self, router: Router, paths: impl IntoIterator<Item = String>) -> Self {
+        self.router = self.router.merge(router);
+        self.paths.extend(paths);
+        self
+    }
+
+    /// Adds every route of `other`.
+    pub fn and(self, other: Routes) -> Self {
+        self.merge(other.router, other.paths)
+    }
+
+    /// The router alone, to serve without the edge.
+    pub fn into_router(self) -> Router {
+        self.router
+    }
+}
+
+/// The whole application as served: the routes behind the edge.
+///
+/// The edge wraps the router once, not each of its routes, so a request pays for one boxed
+/// future and no clone of its route. Its route label (logs, metrics) comes from a table of
+/// the router's path templates ([`App::route_of`]), since axum names the matched route only
+/// inside the router.
+#[derive(Clone)]
+pub struct App {
+    edge: Arc<Edge>,
+    inner: <DefaultBodyLimit as Layer<Router>>::Service,
+}
+
+/// Wraps `routes` in what every request passes, outermost first: request id and request
 /// log, header limits, rate limit, timeout, body limit. On PostgreSQL the rate limit is
 /// counted in `db`, shared by every replica; on SQLite in this process.
 ///
-/// The first four are one layer ([`EdgeLayer`]), so a request pays for one boxed future
-/// and one clone of its route, not one per step.
-pub fn layered(router: Router, settings: &HttpSettings, db: &crate::db::Database) -> Router {
+/// # Panics
+///
+/// When two routes conflict, which axum refuses too.
+pub fn layered(routes: Routes, settings: &HttpSettings, db: &crate::db::Database) -> App {
+    let Routes { router, paths } = routes;
+    let mut table = matchit::Router::new();
+    for path in &paths {
+        table
+            .insert(path.as_str(), Box::<str>::from(path.as_str()))
+            .unwrap_or_else(|e| panic!("route {path}: {e}"));
+    }
     let edge = Edge {
         max_header_bytes: settings.max_header_bytes,
         max_headers: settings.max_headers,
@@ -148,54 +218,45 @@ pub fn layered(router: Router, settings: &HttpSettings, db: &crate::db::Database
                 }
             }),
         hold_reads: db.sqlite_reads().is_some(),
+        routes: table,
+        paths,
     };
-    router.layer(EdgeLayer {
+    App {
         edge: Arc::new(edge),
-        body_limit: DefaultBodyLimit::max(settings.max_body_bytes),
-    })
-}
-
-/// The edge as one layer around each route.
-#[derive(Clone)]
-struct EdgeLayer {
-    edge: Arc<Edge>,
-    body_limit: DefaultBodyLimit,
-}
-
-impl<S> Layer<S> for EdgeLayer {
-    type Service = EdgeService<<DefaultBodyLimit as Layer<S>>::Service>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        EdgeService {
-            edge: Arc::clone(&self.edge),
-            inner: self.body_limit.layer(inner),
-        }
+        inner: DefaultBodyLimit::max(settings.max_body_bytes).layer(router),
     }
 }
 
-#[derive(Clone)]
-struct EdgeService<S> {
-    edge: Arc<Edge>,
-    inner: S,
+impl App {
+    /// The path template of the route that serves `path`, as logs and metrics name it;
+    /// `None` when no route does.
+    pub fn route_of(&self, path: &str) -> Option<&str> {
+        self.edge.route_of(path)
+    }
+
+    /// The path template of every route, in the order the routes were added.
+    pub fn routes(&self) -> impl Iterator<Item = &str> {
+        self.edge.paths.iter().map(String::as_str)
+    }
 }
 
-impl<S> Service<Request> for EdgeService<S>
+impl<B> Service<axum::http::Request<B>> for App
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready, and a clone of it serves each request.
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        // The clone that was polled ready serves this request.
-        let ready = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, ready);
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let req = req.map(axum::body::Body::new);
+        let inner = self.inner.clone();
         let edge = Arc::clone(&self.edge);
         // A GET of the API may keep its key check's read transaction for its record read
         // (see `sqlite_reads`); other requests may wait for a body or write between their
@@ -251,8 +312,7 @@ where
     // Only ever an acceptable id (plain ASCII), as `request_id` checked or made it.
     let id = id_header.to_str().unwrap_or_default();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let route_str = route.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+    let route_str = edge.route_of(req.uri().path()).unwrap_or("<unmatched>");
     let span = tracing::info_span!("request", request_id = %id, %method, route = %route_str);
     let mut response = if span.is_disabled() {
         tracing::debug!("request received");
@@ -402,7 +462,7 @@ fn timed_out(limit: Duration) -> Response {
 /// and the requests in flight are finished before this returns.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     settings: &HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -421,8 +481,9 @@ pub async fn serve(
         .max_header_size(hard_header_bytes)
         .max_buf_size(hard_header_bytes.saturating_add(8192).max(400 * 1024))
         .header_read_timeout(settings.request_timeout.filter(|t| !t.is_zero()));
-    let (stop, stopping) = watch::channel(false);
+    let stop = Arc::new(Stop::default());
     let mut connections = JoinSet::new();
+    let mut next_id: u64 = 0;
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -441,23 +502,31 @@ pub async fn serve(
         };
         let connection =
             http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let mut stopping = stopping.clone();
+        let stop = Arc::clone(&stop);
+        let id = next_id;
+        next_id += 1;
         connections.spawn(async move {
             tokio::pin!(connection);
+            let mut registered = false;
             let mut closing = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = stopping.wait_for(|stop| *stop), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
+            let result = std::future::poll_fn(|cx| {
+                if !registered {
+                    // The task's waker wakes this task whichever poll it came from. It is
+                    // registered before the flag is read, so a stop that sets the flag
+                    // after this read still finds it.
+                    stop.register(id, cx.waker());
+                    registered = true;
                 }
+                if !closing && stop.stopping.load(Ordering::Acquire) {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                connection.as_mut().poll(cx)
+            })
+            .await;
+            stop.forget(id);
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
@@ -466,9 +535,45 @@ pub async fn serve(
         connections = connections.len(),
         "shutting down: no new connections; finishing the requests in flight"
     );
-    let _ = stop.send(true);
+    stop.stop();
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// How [`serve`] tells its connections to close once idle.
+///
+/// A connection reads one flag each time it is polled, where a channel's receiver would
+/// take a lock shared by every connection: the wakers are touched only when a connection
+/// opens or ends, and on shutdown.
+#[derive(Default)]
+struct Stop {
+    stopping: AtomicBool,
+    wakers: Mutex<HashMap<u64, Waker>>,
+}
+
+impl Stop {
+    fn register(&self, id: u64, waker: &Waker) {
+        self.wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, waker.clone());
+    }
+
+    fn forget(&self, id: u64) {
+        self.wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Sets the flag, then wakes every connection so it reads it.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        for waker in wakers.values() {
+            waker.wake_by_ref();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,19 +26,18 @@ pub mod txn;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
 use crm_api::AppState;
 use tokio::net::TcpListener;
 
 pub use clock::{Clock, ShiftedClock, SystemClock};
 pub use db::{Database, DatabaseUrl, PoolSettings, StoreKind};
-pub use http::{DEFAULT_MAX_BODY_BYTES, HttpSettings};
+pub use http::{App, DEFAULT_MAX_BODY_BYTES, HttpSettings, Routes};
 pub use local::LocalProvider;
 pub use tenancy::Tenancy;
 
 /// The whole application over an open database: the CRM router, the health routes and
 /// (unless served on their own listener) `/metrics`, behind the HTTP edge (request ids, logs, limits, timeouts).
-pub fn app(db: Database, clock: Arc<dyn Clock>, settings: &HttpSettings) -> Router {
+pub fn app(db: Database, clock: Arc<dyn Clock>, settings: &HttpSettings) -> App {
     let vault = providers::Vault::new(db.clone(), None);
     app_with_vault(db, clock, settings, vault)
 }
@@ -50,7 +49,7 @@ pub fn app_with_vault(
     clock: Arc<dyn Clock>,
     settings: &HttpSettings,
     vault: providers::Vault,
-) -> Router {
+) -> App {
     let local = Arc::new(LocalProvider::new(db.clone(), clock.clone()));
     let limits =
         providers::call::Limits::within(settings.request_timeout, settings.provider_concurrency);
@@ -74,11 +73,12 @@ pub fn app_with_vault(
         )),
     );
     // The documentation routes stay outside crm_api's router: see `docs`.
+    let (api, api_paths) = crm_api::router_and_paths(state);
     let mut routes = health::router(db.clone())
-        .merge(docs::router(settings.public_url.as_deref()))
-        .merge(crm_api::router(state));
+        .and(docs::router(settings.public_url.as_deref()))
+        .merge(api, api_paths);
     if settings.metrics {
-        routes = routes.merge(metrics::router(db.clone()));
+        routes = routes.and(metrics::router(db.clone()));
     }
     http::layered(routes, settings, &db)
 }
@@ -87,7 +87,7 @@ pub fn app_with_vault(
 /// completes, then finishes the requests in flight before returning.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     http::serve(listener, app, &HttpSettings::default(), shutdown).await
@@ -97,7 +97,7 @@ pub async fn serve(
 /// (pass the settings `app` was built with).
 pub async fn serve_with(
     listener: TcpListener,
-    app: Router,
+    app: App,
     settings: &HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

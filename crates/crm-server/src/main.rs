@@ -677,7 +677,7 @@ async fn serve(
             .await
             .with_context(|| format!("could not listen on {address} for /metrics"))?;
         tracing::info!(address = %metrics.local_addr()?, "serving /metrics");
-        let router = crm_server::metrics::router(db.clone());
+        let router = crm_server::metrics::router(db.clone()).into_router();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(metrics, router).await {
                 tracing::error!(error = %e, "the /metrics listener stopped");

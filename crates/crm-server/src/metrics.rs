@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::Router;
+use crate::http::Routes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -106,9 +106,9 @@ pub fn handle() -> &'static PrometheusHandle {
 
 /// `GET /metrics`: every metric in the Prometheus text format, with the pool's gauges read
 /// from `db` at that moment. Needs no API key.
-pub fn router(db: Database) -> Router {
+pub fn router(db: Database) -> Routes {
     handle();
-    Router::new().route("/metrics", get(render)).with_state(db)
+    Routes::new().route("/metrics", get(render).with_state(db))
 }
 
 async fn render(State(db): State<Database>) -> Response {
