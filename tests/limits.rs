@@ -467,3 +467,51 @@ async fn the_edge_names_every_route_the_router_serves() {
     assert_eq!(answer.status(), 404);
     server.stop().await;
 }
+
+/// Reads one answer to a `GET /healthz` (its body is the last thing in it).
+async fn read_health_answer(stream: &mut TcpStream) {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.ends_with(br#"{"status":"ok"}"#) {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_with_no_request_head_in_time_is_closed() {
+    let limit = Duration::from_millis(500);
+    let server = TestServer::start_with(HttpSettings {
+        request_timeout: Some(limit),
+        ..HttpSettings::default()
+    })
+    .await;
+    let health = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    // Asked again and again, each time well within the limit, a connection stays open for
+    // longer than the limit.
+    let mut busy = TcpStream::connect(server.addr).await.unwrap();
+    let opened = std::time::Instant::now();
+    while opened.elapsed() < limit * 3 {
+        busy.write_all(health).await.unwrap();
+        read_health_answer(&mut busy).await;
+        tokio::time::sleep(limit / 3).await;
+    }
+    busy.write_all(health).await.unwrap();
+    read_health_answer(&mut busy).await;
+
+    // Then left idle, it is closed once the limit has passed since its last answer.
+    let answered = std::time::Instant::now();
+    let mut rest = [0u8; 64];
+    let read = tokio::time::timeout(PATIENCE, busy.read(&mut rest))
+        .await
+        .expect("the idle connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = answered.elapsed();
+    assert!(waited >= limit, "closed after {waited:?}");
+    server.stop().await;
+}

@@ -7,13 +7,11 @@
 //! `--max-headers` when that is 100 or more): hyper refuses it with a bare 431 and closes the
 //! connection before any of this code runs, so such a head is never held in memory.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -23,14 +21,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use crm_api::ApiError;
 use crm_api::metrics::{Rejection, rejection};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::rate_limit::{RateLimiter, SharedRateLimiter, retry_after_secs};
+
+mod serve;
+pub use serve::serve;
 
 /// The largest request body accepted, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -247,7 +244,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Answering;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready, and a clone of it serves each request.
@@ -255,7 +252,15 @@ where
     }
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
-        let req = req.map(axum::body::Body::new);
+        self.answer(req.map(axum::body::Body::new))
+    }
+}
+
+/// The future of an answer from [`App`].
+type Answering = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl App {
+    fn answer(&self, req: Request) -> Answering {
         let inner = self.inner.clone();
         let edge = Arc::clone(&self.edge);
         // A GET of the API may keep its key check's read transaction for its record read
@@ -282,15 +287,45 @@ fn acceptable_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
 }
 
-/// A new version-4 UUID from the thread's generator (seeded once from the OS, so no
-/// system call per request, unlike `Uuid::new_v4`), as a header value.
+/// A new version-4 UUID as a header value, from the thread's [`IdSequence`].
 fn fresh_request_id() -> HeaderValue {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid::Builder::from_random_bytes(rand::random())
+    let bytes = ID_SEQUENCE.with(|ids| ids.next());
+    let id = uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .hyphenated()
         .encode_lower(&mut text);
     HeaderValue::from_bytes(id.as_bytes()).expect("a UUID is a header value")
+}
+
+/// Request ids: a SplitMix64 sequence per thread, started at a random point (from the OS,
+/// through `rand`). An id names a request in logs and guards nothing, so it needs to be
+/// unique, not unpredictable: a sequence repeats no value within 2^64 steps, and two
+/// threads' sequences share a value within their first n steps only if they started fewer
+/// than n steps apart, a chance of about 2n in 2^64. A cryptographic generator's block
+/// cost more than the rest of the id.
+struct IdSequence(std::cell::Cell<u64>);
+
+impl IdSequence {
+    fn next_u64(&self) -> u64 {
+        let state = self.0.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.0.set(state);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn next(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        bytes
+    }
+}
+
+thread_local! {
+    static ID_SEQUENCE: IdSequence = IdSequence(std::cell::Cell::new(rand::random()));
 }
 
 /// The caller's request id when it is acceptable, else a fresh one.
@@ -457,125 +492,6 @@ fn timed_out(limit: Duration) -> Response {
     response
 }
 
-/// Serves `app` on `listener` until `shutdown` completes. From then on no connection is
-/// accepted (the listener is closed, so a new one is refused), idle connections are closed,
-/// and the requests in flight are finished before this returns.
-pub async fn serve(
-    listener: TcpListener,
-    app: App,
-    settings: &HttpSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    // Heads up to four times the limit reach `header_limits`, which answers in the
-    // contract's shape; hyper refuses larger ones itself.
-    let hard_header_bytes = settings.max_header_bytes.saturating_mul(4).max(8192);
-    http1.timer(TokioTimer::new()).keep_alive(true);
-    // Under hyper's own count, heads with a few fields too many reach `header_limits`, and
-    // hyper keeps its array on the stack; a count it is given is an array allocated and
-    // cleared for every request, paid only where the limit is set that high.
-    if settings.max_headers >= HYPER_STACK_HEADERS {
-        http1.max_headers(settings.max_headers.saturating_mul(4));
-    }
-    http1
-        .max_header_size(hard_header_bytes)
-        .max_buf_size(hard_header_bytes.saturating_add(8192).max(400 * 1024))
-        .header_read_timeout(settings.request_timeout.filter(|t| !t.is_zero()));
-    let stop = Arc::new(Stop::default());
-    let mut connections = JoinSet::new();
-    let mut next_id: u64 = 0;
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!(error = %e, "could not accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let connection =
-            http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let stop = Arc::clone(&stop);
-        let id = next_id;
-        next_id += 1;
-        connections.spawn(async move {
-            tokio::pin!(connection);
-            let mut registered = false;
-            let mut closing = false;
-            let result = std::future::poll_fn(|cx| {
-                if !registered {
-                    // The task's waker wakes this task whichever poll it came from. It is
-                    // registered before the flag is read, so a stop that sets the flag
-                    // after this read still finds it.
-                    stop.register(id, cx.waker());
-                    registered = true;
-                }
-                if !closing && stop.stopping.load(Ordering::Acquire) {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                connection.as_mut().poll(cx)
-            })
-            .await;
-            stop.forget(id);
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!(
-        connections = connections.len(),
-        "shutting down: no new connections; finishing the requests in flight"
-    );
-    stop.stop();
-    while connections.join_next().await.is_some() {}
-    Ok(())
-}
-
-/// How [`serve`] tells its connections to close once idle.
-///
-/// A connection reads one flag each time it is polled, where a channel's receiver would
-/// take a lock shared by every connection: the wakers are touched only when a connection
-/// opens or ends, and on shutdown.
-#[derive(Default)]
-struct Stop {
-    stopping: AtomicBool,
-    wakers: Mutex<HashMap<u64, Waker>>,
-}
-
-impl Stop {
-    fn register(&self, id: u64, waker: &Waker) {
-        self.wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, waker.clone());
-    }
-
-    fn forget(&self, id: u64) {
-        self.wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-    }
-
-    /// Sets the flag, then wakes every connection so it reads it.
-    fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
-        for waker in wakers.values() {
-            waker.wake_by_ref();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,6 +503,17 @@ mod tests {
         }
         for bad in ["", "a b", "é", "a\u{7f}", "<script>", &"a".repeat(129)] {
             assert!(!acceptable_request_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fresh_request_ids_are_uuids_and_differ() {
+        let ids: std::collections::HashSet<HeaderValue> =
+            (0..10_000).map(|_| fresh_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let id = uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap();
+            assert_eq!(id.get_version_num(), 4);
         }
     }
 
