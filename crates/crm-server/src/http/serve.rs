@@ -1,11 +1,11 @@
 //! The connection loop: accepts connections, serves each with hyper, closes connections
 //! that send no request head in time, and shuts down gracefully.
 //!
-//! Per request, a connection costs two atomic counts on memory of its own. The head timeout
-//! is one timer per connection, armed when the connection opens and moved only when it
-//! fires, where hyper's own sets and clears a timer around every head it reads. Shutdown is
-//! one flag read per poll, where a channel's receiver takes a lock shared by every
-//! connection.
+//! Per request, a connection counts the request open and closed on memory of its own. The
+//! head timeout is one timer per connection, armed when the connection opens and moved only
+//! when it fires, where hyper's own sets and clears a timer around every head it reads.
+//! Shutdown is one flag read per poll, where a channel's receiver takes a lock shared by
+//! every connection.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
