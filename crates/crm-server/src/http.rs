@@ -224,6 +224,9 @@ pub fn layered(routes: Routes, settings: &HttpSettings, db: &crate::db::Database
     }
 }
 
+/// The future of an answer from [`App`].
+type Answering = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
 impl App {
     /// The path template of the route that serves `path`, as logs and metrics name it;
     /// `None` when no route does.
@@ -234,6 +237,24 @@ impl App {
     /// The path template of every route, in the order the routes were added.
     pub fn routes(&self) -> impl Iterator<Item = &str> {
         self.edge.paths.iter().map(String::as_str)
+    }
+
+    fn answer(&self, req: Request) -> Answering {
+        let inner = self.inner.clone();
+        let edge = Arc::clone(&self.edge);
+        // A GET of the API may keep its key check's read transaction for its record read
+        // (see `sqlite_reads`); other requests may wait for a body or write between their
+        // reads, and the routes outside the API read no records.
+        if edge.hold_reads
+            && req.method() == axum::http::Method::GET
+            && req.uri().path().starts_with(crm_api::API_PREFIX)
+        {
+            Box::pin(async move {
+                Ok(crate::sqlite_reads::holding(request_log(&edge, inner, req)).await)
+            })
+        } else {
+            Box::pin(async move { Ok(request_log(&edge, inner, req).await) })
+        }
     }
 }
 
@@ -253,29 +274,6 @@ where
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
         self.answer(req.map(axum::body::Body::new))
-    }
-}
-
-/// The future of an answer from [`App`].
-type Answering = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-impl App {
-    fn answer(&self, req: Request) -> Answering {
-        let inner = self.inner.clone();
-        let edge = Arc::clone(&self.edge);
-        // A GET of the API may keep its key check's read transaction for its record read
-        // (see `sqlite_reads`); other requests may wait for a body or write between their
-        // reads, and the routes outside the API read no records.
-        if edge.hold_reads
-            && req.method() == axum::http::Method::GET
-            && req.uri().path().starts_with(crm_api::API_PREFIX)
-        {
-            Box::pin(async move {
-                Ok(crate::sqlite_reads::holding(request_log(&edge, inner, req)).await)
-            })
-        } else {
-            Box::pin(async move { Ok(request_log(&edge, inner, req).await) })
-        }
     }
 }
 
