@@ -183,7 +183,10 @@ impl Routes {
 #[derive(Clone)]
 pub struct App {
     edge: Arc<Edge>,
-    inner: <DefaultBodyLimit as Layer<Router>>::Service,
+    /// The router, for a request without a body: nothing for a body limit to bound.
+    router: Router,
+    /// The router with the body limit set, for a request with a body.
+    limited: <DefaultBodyLimit as Layer<Router>>::Service,
 }
 
 /// Wraps `routes` in what every request passes, outermost first: request id and request
@@ -220,7 +223,8 @@ pub fn layered(routes: Routes, settings: &HttpSettings, db: &crate::db::Database
     };
     App {
         edge: Arc::new(edge),
-        inner: DefaultBodyLimit::max(settings.max_body_bytes).layer(router),
+        limited: DefaultBodyLimit::max(settings.max_body_bytes).layer(router.clone()),
+        router,
     }
 }
 
@@ -240,7 +244,20 @@ impl App {
     }
 
     fn answer(&self, req: Request) -> Answering {
-        let inner = self.inner.clone();
+        // The limit travels in the request's extensions, a map allocated for it: a request
+        // whose body is known to be empty (a GET, mostly) goes without.
+        if axum::body::HttpBody::is_end_stream(req.body()) {
+            self.answer_with(self.router.clone(), req)
+        } else {
+            self.answer_with(self.limited.clone(), req)
+        }
+    }
+
+    fn answer_with<S>(&self, inner: S, req: Request) -> Answering
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
         let edge = Arc::clone(&self.edge);
         // A GET of the API may keep its key check's read transaction for its record read
         // (see `sqlite_reads`); other requests may wait for a body or write between their

@@ -34,9 +34,7 @@ pub const GROUP_COMMIT_WRITES: &str = "crm_db_group_commit_writes";
 pub const BATCHED_READS: &str = "crm_db_batched_reads";
 
 /// Histogram buckets of every `*_duration_seconds` metric: 0.5 ms to 30 s.
-const BUCKETS: [f64; 15] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const BUCKETS: [f64; 15] = crm_api::metrics::DURATION_BUCKETS;
 
 /// How often the samples the recorder holds are folded into its histograms.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -66,6 +64,9 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!(
                 "a metrics recorder was installed already; /metrics shows none of its metrics"
             );
+        } else {
+            // The requests are counted beside the recorder and rendered with it (`text`).
+            crm_api::metrics::tally_requests();
         }
         // A global recorder stays for the life of the process: handles may be kept.
         crm_api::metrics::keep_request_handles();
@@ -124,9 +125,17 @@ async fn render(State(db): State<Database>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        handle.render(),
+        text(handle),
     )
         .into_response()
+}
+
+/// Every metric in the Prometheus text format: the recorder's, then the requests' (counted
+/// apart, see [`crm_api::metrics::tally_requests`]).
+fn text(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    crm_api::metrics::render_requests(&mut text);
+    text
 }
 
 /// Counts a request waiting for a connection of the pool while it lives.
@@ -203,5 +212,60 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn requests_counted_on_every_thread_are_rendered_summed() {
+        let handle = handle();
+        let route = "/tally-test/{id}";
+        let get = axum::http::Method::GET;
+        crm_api::metrics::request(route, &get, 200, Duration::from_micros(300));
+        // Another thread, which has ended by the time of the scrape.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                crm_api::metrics::request(route, &get, 200, Duration::from_millis(2));
+                crm_api::metrics::request(route, &get, 404, Duration::from_secs(40));
+            });
+        });
+        let text = text(handle);
+        let labels = r#"route="/tally-test/{id}",method="GET""#;
+        for line in [
+            format!(r#"crm_http_requests_total{{{labels},status="200"}} 2"#),
+            format!(r#"crm_http_requests_total{{{labels},status="404"}} 1"#),
+            format!(r#"crm_http_request_duration_seconds_bucket{{{labels},le="0.0005"}} 1"#),
+            format!(r#"crm_http_request_duration_seconds_bucket{{{labels},le="0.001"}} 1"#),
+            format!(r#"crm_http_request_duration_seconds_bucket{{{labels},le="0.0025"}} 2"#),
+            format!(r#"crm_http_request_duration_seconds_bucket{{{labels},le="30"}} 2"#),
+            format!(r#"crm_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} 3"#),
+            format!(r#"crm_http_request_duration_seconds_count{{{labels}}} 3"#),
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line} missing from:\n{text}"
+            );
+        }
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "crm_http_request_duration_seconds_sum{{{labels}}} "
+                ))
+            })
+            .expect("a sum")
+            .parse()
+            .unwrap();
+        assert!((sum - 40.0023).abs() < 1e-9, "{sum}");
+        // One family each, not one from the recorder beside the tallies.
+        assert_eq!(
+            text.matches("# TYPE crm_http_requests_total ").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE crm_http_request_duration_seconds ")
+                .count(),
+            1,
+            "{text}"
+        );
     }
 }
