@@ -359,11 +359,16 @@ where
 {
     let started = Instant::now();
     let id_header = request_id(&req);
-    // Only ever an acceptable id (plain ASCII), as `request_id` checked or made it.
-    let id = id_header.to_str().unwrap_or_default();
     let method = req.method().clone();
     let route_str = edge.route_of(req.uri().path()).unwrap_or("<unmatched>");
-    let span = tracing::info_span!("request", request_id = %id, %method, route = %route_str);
+    // The id is only ever an acceptable one (plain ASCII), as `request_id` checked or made
+    // it; read as text only when the span is recorded.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id_header.to_str().unwrap_or_default(),
+        %method,
+        route = %route_str
+    );
     let mut response = if span.is_disabled() {
         tracing::debug!("request received");
         limited(edge, inner, req, started).await

@@ -3,13 +3,15 @@
 //!
 //! A recorder of the `metrics` facade stores every histogram sample (the Prometheus one with
 //! a clock read) until it is folded into buckets, and keeps each counter in one memory
-//! location that every thread writes. Here a request is a count and a bucket bumped in its
-//! thread's own tally, behind a lock only a scrape ever contends for; a scrape sums the
-//! threads' tallies.
+//! location that every thread writes. Here a request bumps a bucket in counters only its
+//! own thread writes: a load and a store, no lock and no read-modify-write. A scrape reads
+//! every thread's counters and sums them.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{REQUEST_DURATION, REQUESTS};
@@ -20,185 +22,225 @@ pub const DURATION_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Requests of one route, method and status.
-#[derive(Debug, Clone)]
-struct Kind {
+/// One bucket per bound, and one for latencies above every bound.
+const SLOTS: usize = DURATION_BUCKETS.len() + 1;
+
+/// The requests of one route, method and status answered on one thread.
+///
+/// Only that thread writes them, so a bump is a load and a store (a scrape may read a value
+/// one request old, never a torn one). Every figure rendered is derived from the buckets,
+/// so the counter, the histogram's count and its `+Inf` bucket always agree.
+struct Counters {
+    route: Box<str>,
     method: &'static str,
     status: u16,
-    count: u64,
-    /// Requests by the first bucket whose bound is at least their latency; the last one
-    /// holds those slower than every bound.
-    buckets: [u64; DURATION_BUCKETS.len() + 1],
-    /// Seconds, summed.
+    /// Requests by the first bucket whose bound is at least their latency.
+    buckets: [AtomicU64; SLOTS],
+    /// Seconds, summed: the bits of an `f64`.
+    sum: AtomicU64,
+}
+
+impl Counters {
+    fn new(route: &str, method: &'static str, status: u16) -> Self {
+        Self {
+            route: route.into(),
+            method,
+            status,
+            buckets: Default::default(),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    fn is(&self, route: &str, method: &'static str, status: u16) -> bool {
+        self.status == status && self.method == method && *self.route == *route
+    }
+
+    /// Only ever called on the thread that owns these counters.
+    fn add(&self, seconds: f64) {
+        let bucket = &self.buckets[DURATION_BUCKETS.partition_point(|bound| *bound < seconds)];
+        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed)) + seconds;
+        self.sum.store(sum.to_bits(), Ordering::Relaxed);
+    }
+
+    fn read(&self) -> Figures {
+        Figures {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum: f64::from_bits(self.sum.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// What counters held when read, or several counters' figures added up.
+#[derive(Clone, Copy)]
+struct Figures {
+    buckets: [u64; SLOTS],
     sum: f64,
 }
 
-/// What one thread has counted, by route template.
-#[derive(Debug, Default)]
-struct Tally {
-    routes: HashMap<Box<str>, Vec<Kind>>,
-}
+impl Figures {
+    const ZERO: Figures = Figures {
+        buckets: [0; SLOTS],
+        sum: 0.0,
+    };
 
-impl Tally {
-    fn add(&mut self, route: &str, method: &'static str, status: u16, seconds: f64) {
-        let kinds = match self.routes.get_mut(route) {
-            Some(kinds) => kinds,
-            None => self.routes.entry(route.into()).or_default(),
-        };
-        let at = match kinds
-            .iter()
-            .position(|k| k.method == method && k.status == status)
-        {
-            Some(at) => at,
-            None => {
-                kinds.push(Kind {
-                    method,
-                    status,
-                    count: 0,
-                    buckets: [0; DURATION_BUCKETS.len() + 1],
-                    sum: 0.0,
-                });
-                kinds.len() - 1
-            }
-        };
-        let kind = &mut kinds[at];
-        kind.count += 1;
-        kind.buckets[DURATION_BUCKETS.partition_point(|bound| *bound < seconds)] += 1;
-        kind.sum += seconds;
+    fn count(&self) -> u64 {
+        self.buckets.iter().sum()
     }
 
-    fn absorb(&mut self, other: &Tally) {
-        for (route, kinds) in &other.routes {
-            let mine = self.routes.entry(route.clone()).or_default();
-            for kind in kinds {
-                match mine
-                    .iter_mut()
-                    .find(|k| k.method == kind.method && k.status == kind.status)
-                {
-                    Some(k) => {
-                        k.count += kind.count;
-                        for (b, n) in k.buckets.iter_mut().zip(kind.buckets) {
-                            *b += n;
-                        }
-                        k.sum += kind.sum;
-                    }
-                    None => mine.push(kind.clone()),
-                }
-            }
+    fn add(&mut self, other: &Figures) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
         }
+        self.sum += other.sum;
     }
 }
 
-type Shared = Arc<Mutex<Tally>>;
-
-/// Every thread's tally, and what the threads that have ended counted.
-struct Tallies {
-    live: Vec<Shared>,
-    ended: Tally,
+/// Every thread's counters, and the figures of threads that have ended, by kind.
+struct Registry {
+    live: Vec<Arc<Counters>>,
+    ended: Vec<(Box<str>, &'static str, u16, Figures)>,
 }
 
-static TALLIES: LazyLock<Mutex<Tallies>> = LazyLock::new(|| {
-    Mutex::new(Tallies {
-        live: Vec::new(),
-        ended: Tally::default(),
-    })
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    live: Vec::new(),
+    ended: Vec::new(),
 });
 
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A thread's own counters: the last kind it counted, and every kind by route.
+#[derive(Default)]
+struct Mine {
+    last: Option<Arc<Counters>>,
+    by_route: HashMap<Box<str>, Vec<Arc<Counters>>>,
+}
+
+impl Mine {
+    fn counters(&mut self, route: &str, method: &'static str, status: u16) -> &Counters {
+        if !self
+            .last
+            .as_ref()
+            .is_some_and(|last| last.is(route, method, status))
+        {
+            let kinds = match self.by_route.get_mut(route) {
+                Some(kinds) => kinds,
+                None => self.by_route.entry(route.into()).or_default(),
+            };
+            let found = match kinds.iter().find(|c| c.is(route, method, status)) {
+                Some(found) => Arc::clone(found),
+                None => {
+                    let made = Arc::new(Counters::new(route, method, status));
+                    registry().live.push(Arc::clone(&made));
+                    kinds.push(Arc::clone(&made));
+                    made
+                }
+            };
+            self.last = Some(found);
+        }
+        self.last.as_deref().expect("set above")
+    }
 }
 
 thread_local! {
-    static MINE: Shared = {
-        let tally = Shared::default();
-        locked(&TALLIES).live.push(Arc::clone(&tally));
-        tally
-    };
+    static MINE: RefCell<Mine> = RefCell::new(Mine::default());
 }
 
-/// Counts one request in this thread's tally.
+/// Counts one request in this thread's counters.
 pub(super) fn add(route: &str, method: &'static str, status: u16, elapsed: Duration) {
-    let seconds = elapsed.as_secs_f64();
     // A thread being torn down counts nowhere; it answers no requests by then.
-    let _ = MINE.try_with(|tally| locked(tally).add(route, method, status, seconds));
+    let _ = MINE.try_with(|mine| {
+        mine.borrow_mut()
+            .counters(route, method, status)
+            .add(elapsed.as_secs_f64());
+    });
+}
+
+/// Every kind of request counted so far, each summed over every thread.
+fn summed() -> BTreeMap<(Box<str>, &'static str, u16), Figures> {
+    let mut registry = registry();
+    let Registry { live, ended } = &mut *registry;
+    // Counters only the registry holds are an ended thread's: folded in once, then dropped.
+    live.retain(|counters| {
+        if Arc::strong_count(counters) > 1 {
+            return true;
+        }
+        let figures = counters.read();
+        match ended
+            .iter_mut()
+            .find(|(route, method, status, _)| counters.is(route, method, *status))
+        {
+            Some((.., sum)) => sum.add(&figures),
+            None => ended.push((
+                counters.route.clone(),
+                counters.method,
+                counters.status,
+                figures,
+            )),
+        }
+        false
+    });
+    let mut sums = BTreeMap::new();
+    let all = ended
+        .iter()
+        .map(|(route, method, status, figures)| ((route, *method, *status), *figures))
+        .chain(
+            live.iter()
+                .map(|c| ((&c.route, c.method, c.status), c.read())),
+        );
+    for ((route, method, status), figures) in all {
+        sums.entry((route.clone(), method, status))
+            .or_insert(Figures::ZERO)
+            .add(&figures);
+    }
+    sums
 }
 
 /// Appends the request metrics, summed over every thread, to `text` in the Prometheus text
-/// format.
+/// format: by route, then method, then status.
 pub fn render(text: &mut String) {
-    let sum = {
-        let mut tallies = locked(&TALLIES);
-        let Tallies { live, ended } = &mut *tallies;
-        // A tally only the list holds is an ended thread's: folded in once, then dropped.
-        live.retain(|tally| {
-            if Arc::strong_count(tally) > 1 {
-                return true;
-            }
-            ended.absorb(&locked(tally));
-            false
-        });
-        let mut sum = Tally::default();
-        sum.absorb(ended);
-        for tally in live.iter() {
-            sum.absorb(&locked(tally));
-        }
-        sum
-    };
-    // In a stable order: by route, then method, then status.
-    let routes: BTreeMap<&str, &Vec<Kind>> = sum.routes.iter().map(|(r, k)| (&**r, k)).collect();
-    if routes.is_empty() {
+    let sums = summed();
+    if sums.is_empty() {
         return;
     }
     let _ = writeln!(text, "# TYPE {REQUESTS} counter");
-    for (route, kinds) in &routes {
-        let mut kinds: Vec<&Kind> = kinds.iter().collect();
-        kinds.sort_by_key(|k| (k.method, k.status));
-        for kind in kinds {
-            let _ = writeln!(
-                text,
-                "{REQUESTS}{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}",
-                escaped(route),
-                kind.method,
-                kind.status,
-                kind.count
-            );
-        }
+    for ((route, method, status), figures) in &sums {
+        let _ = writeln!(
+            text,
+            "{REQUESTS}{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {}",
+            escaped(route),
+            figures.count()
+        );
     }
     text.push('\n');
+    // The histogram is by route and method, over every status.
+    let mut by_method: BTreeMap<(&str, &str), Figures> = BTreeMap::new();
+    for ((route, method, _), figures) in &sums {
+        by_method
+            .entry((route, method))
+            .or_insert(Figures::ZERO)
+            .add(figures);
+    }
     let _ = writeln!(text, "# TYPE {REQUEST_DURATION} histogram");
-    for (route, kinds) in &routes {
-        // The histogram is by route and method, over every status.
-        let mut by_method: BTreeMap<&str, (u64, [u64; DURATION_BUCKETS.len() + 1], f64)> =
-            BTreeMap::new();
-        for kind in kinds.iter() {
-            let (count, buckets, sum) =
-                by_method
-                    .entry(kind.method)
-                    .or_insert((0, [0; DURATION_BUCKETS.len() + 1], 0.0));
-            *count += kind.count;
-            for (b, n) in buckets.iter_mut().zip(kind.buckets) {
-                *b += n;
-            }
-            *sum += kind.sum;
-        }
-        let route = escaped(route);
-        for (method, (count, buckets, sum)) in by_method {
-            let labels = format!("route=\"{route}\",method=\"{method}\"");
-            let mut cumulative = 0;
-            for (bound, n) in DURATION_BUCKETS.iter().zip(buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    text,
-                    "{REQUEST_DURATION}_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
+    for ((route, method), figures) in by_method {
+        let labels = format!("route=\"{}\",method=\"{method}\"", escaped(route));
+        let mut cumulative = 0;
+        for (bound, n) in DURATION_BUCKETS.iter().zip(figures.buckets) {
+            cumulative += n;
             let _ = writeln!(
                 text,
-                "{REQUEST_DURATION}_bucket{{{labels},le=\"+Inf\"}} {count}"
+                "{REQUEST_DURATION}_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
             );
-            let _ = writeln!(text, "{REQUEST_DURATION}_sum{{{labels}}} {sum}");
-            let _ = writeln!(text, "{REQUEST_DURATION}_count{{{labels}}} {count}");
         }
+        let count = figures.count();
+        let _ = writeln!(
+            text,
+            "{REQUEST_DURATION}_bucket{{{labels},le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(text, "{REQUEST_DURATION}_sum{{{labels}}} {}", figures.sum);
+        let _ = writeln!(text, "{REQUEST_DURATION}_count{{{labels}}} {count}");
     }
     text.push('\n');
 }

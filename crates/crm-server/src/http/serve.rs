@@ -225,9 +225,20 @@ struct OpenRequest(Arc<Activity>);
 
 impl OpenRequest {
     fn new(activity: &Arc<Activity>) -> Self {
-        activity.open.fetch_add(1, Ordering::Relaxed);
+        bump(&activity.open, 1);
         Self(Arc::clone(activity))
     }
+}
+
+/// Adds `by` (wrapping) to a count only the connection's task writes: its service opens a
+/// request and its answer's body closes it, both polled by that task, and a task moves to
+/// another thread only through the runtime's own synchronisation. So a load and a store
+/// serve, where a read-modify-write would lock the memory bus.
+fn bump(count: &AtomicUsize, by: usize) {
+    count.store(
+        count.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 
 impl Drop for OpenRequest {
@@ -237,7 +248,7 @@ impl Drop for OpenRequest {
         activity
             .idle_since
             .store(activity.clock.now(), Ordering::Relaxed);
-        activity.open.fetch_sub(1, Ordering::Release);
+        bump(&activity.open, usize::MAX);
     }
 }
 
@@ -354,7 +365,7 @@ impl Watchdog {
         loop {
             std::task::ready!(self.timer.as_mut().poll(cx));
             let now = Instant::now();
-            let next = if self.activity.open.load(Ordering::Acquire) > 0 {
+            let next = if self.activity.open.load(Ordering::Relaxed) > 0 {
                 now + self.limit
             } else {
                 let deadline = Self::deadline(self.limit, &self.activity);
