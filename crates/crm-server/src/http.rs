@@ -22,7 +22,6 @@ use axum::routing::MethodRouter;
 use crm_api::ApiError;
 use crm_api::metrics::{Rejection, rejection};
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use crate::rate_limit::{RateLimiter, SharedRateLimiter, retry_after_secs};
 
@@ -96,15 +95,25 @@ struct Edge {
     /// SQLite: a GET of the API may keep its key check's read transaction for its record
     /// read (see `sqlite_reads`).
     hold_reads: bool,
-    /// The router's path templates, each naming itself.
-    routes: matchit::Router<Box<str>>,
+    /// The router's path templates, each naming its place in `paths`.
+    routes: matchit::Router<usize>,
     /// The same templates, in the order they were added.
     paths: Vec<String>,
 }
 
 impl Edge {
+    /// The place in `paths` of the template that matches `path`.
+    fn route_index(&self, path: &str) -> Option<usize> {
+        self.routes.at(path).ok().map(|found| *found.value)
+    }
+
     fn route_of(&self, path: &str) -> Option<&str> {
-        self.routes.at(path).ok().map(|found| &**found.value)
+        self.route_index(path).map(|at| self.paths[at].as_str())
+    }
+
+    /// The name of a route in logs and metrics.
+    fn label(&self, route: Option<usize>) -> &str {
+        route.map_or("<unmatched>", |at| self.paths[at].as_str())
     }
 }
 
@@ -124,16 +133,41 @@ impl Limiter {
         }
     }
 
-    async fn check(&self, key: &str) -> Result<(), Duration> {
+    /// Spends one token of the bucket of the key `headers` present. Requests without a
+    /// readable key are not counted: they are refused with 401 before they reach any data.
+    fn check(&self, headers: &HeaderMap) -> Check {
+        let Ok(key) = crm_api::extract::api_key(headers) else {
+            return Check::Passed;
+        };
         match self {
-            Limiter::Local(l) => l.check(key, Instant::now()),
-            Limiter::Shared(l) => l.check(key).await.unwrap_or_else(|e| {
-                // The request will meet the same database and answer for itself.
-                tracing::warn!(error = %e, "the shared rate limit could not be read");
-                Ok(())
-            }),
+            Limiter::Local(l) => match l.check(&key.0, Instant::now()) {
+                Ok(()) => Check::Passed,
+                Err(wait) => Check::Refused(wait),
+            },
+            Limiter::Shared(l) => {
+                let l = l.clone();
+                Check::Pending(Box::pin(async move {
+                    l.check(&key.0)
+                        .await
+                        .unwrap_or_else(|e| {
+                            // The request will meet the same database and answer for itself.
+                            tracing::warn!(error = %e, "the shared rate limit could not be read");
+                            Ok(())
+                        })
+                        .err()
+                }))
+            }
         }
     }
+}
+
+/// What the rate limit says of a request.
+enum Check {
+    Passed,
+    /// Spent: the next token comes after this long.
+    Refused(Duration),
+    /// Counted in the database: the wait, if refused, once it answers.
+    Pending(Pin<Box<dyn Future<Output = Option<Duration>> + Send>>),
 }
 
 /// A router and the path template of each of its routes, gathered as the routes are added,
@@ -199,9 +233,9 @@ pub struct App {
 pub fn layered(routes: Routes, settings: &HttpSettings, db: &crate::db::Database) -> App {
     let Routes { router, paths } = routes;
     let mut table = matchit::Router::new();
-    for path in &paths {
+    for (at, path) in paths.iter().enumerate() {
         table
-            .insert(path.as_str(), Box::<str>::from(path.as_str()))
+            .insert(path.as_str(), at)
             .unwrap_or_else(|e| panic!("route {path}: {e}"));
     }
     let edge = Edge {
@@ -228,9 +262,6 @@ pub fn layered(routes: Routes, settings: &HttpSettings, db: &crate::db::Database
     }
 }
 
-/// The future of an answer from [`App`].
-type Answering = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
 impl App {
     /// The path template of the route that serves `path`, as logs and metrics name it;
     /// `None` when no route does.
@@ -244,34 +275,192 @@ impl App {
     }
 
     fn answer(&self, req: Request) -> Answering {
-        // The limit travels in the request's extensions, a map allocated for it: a request
-        // whose body is known to be empty (a GET, mostly) goes without.
-        if axum::body::HttpBody::is_end_stream(req.body()) {
-            self.answer_with(self.router.clone(), req)
-        } else {
-            self.answer_with(self.limited.clone(), req)
-        }
+        Answering::new(self, req)
     }
 
-    fn answer_with<S>(&self, inner: S, req: Request) -> Answering
-    where
-        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
-        S::Future: Send,
-    {
-        let edge = Arc::clone(&self.edge);
+    /// Hands `req` to the router.
+    fn route(&self, req: Request) -> Stage {
+        let hold = self.edge.hold_reads
+            && req.method() == axum::http::Method::GET
+            && req.uri().path().starts_with(crm_api::API_PREFIX);
+        // The limit travels in the request's extensions, a map allocated for it: a request
+        // whose body is known to be empty (a GET, mostly) goes without.
+        let routed = if axum::body::HttpBody::is_end_stream(req.body()) {
+            self.router.clone().call(req)
+        } else {
+            self.limited.clone().call(req)
+        };
         // A GET of the API may keep its key check's read transaction for its record read
         // (see `sqlite_reads`); other requests may wait for a body or write between their
         // reads, and the routes outside the API read no records.
-        if edge.hold_reads
-            && req.method() == axum::http::Method::GET
-            && req.uri().path().starts_with(crm_api::API_PREFIX)
-        {
-            Box::pin(async move {
-                Ok(crate::sqlite_reads::holding(request_log(&edge, inner, req)).await)
-            })
+        if hold {
+            Stage::Holding(Box::pin(crate::sqlite_reads::hold(routed)))
         } else {
-            Box::pin(async move { Ok(request_log(&edge, inner, req).await) })
+            Stage::Routing(routed)
         }
+    }
+}
+
+/// The future of the router's answer.
+type Routed = axum::routing::future::RouteFuture<Infallible>;
+
+/// The answer to one request, the edge's work around the router's, in one future.
+///
+/// Written out by hand: as nested `async fn`s it had to be boxed to be named, and each
+/// level moved the request into a state of its own.
+pub struct Answering {
+    edge: Arc<Edge>,
+    /// When the request's head had been read: its latency and its timeout count from here.
+    started: Instant,
+    id: Option<HeaderValue>,
+    method: axum::http::Method,
+    /// The route's place in the edge's table; `None` when no route matches.
+    route: Option<usize>,
+    /// Disabled unless request spans are recorded.
+    span: tracing::Span,
+    stage: Stage,
+    /// Set once the router's answer has had to wait: one answered in its first poll
+    /// (`/healthz`, most reads on SQLite) never touches the runtime's timers.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Where an [`Answering`] stands.
+enum Stage {
+    /// Waiting for the rate limit counted in the database, the request in hand.
+    Limiting {
+        check: Pin<Box<dyn Future<Output = Option<Duration>> + Send>>,
+        then: Option<(Request, App)>,
+    },
+    /// The router answers.
+    Routing(Routed),
+    /// The router answers, with room for a held read transaction (see `sqlite_reads`).
+    Holding(Pin<Box<crate::sqlite_reads::Holding<Routed>>>),
+    /// The edge answered itself, or the answer has been given (`None`).
+    Answered(Option<Response>),
+}
+
+impl Answering {
+    /// Takes or makes the request id and names the route, then checks the header limits
+    /// and the rate limit, in this order, and hands the request to the router.
+    fn new(app: &App, req: Request) -> Self {
+        let started = Instant::now();
+        let edge = Arc::clone(&app.edge);
+        let id = request_id(&req);
+        let method = req.method().clone();
+        let route = edge.route_index(req.uri().path());
+        // The id is only ever an acceptable one (plain ASCII), as `request_id` checked or
+        // made it; read as text only when the span is recorded.
+        let span = tracing::info_span!(
+            "request",
+            request_id = %id.to_str().unwrap_or_default(),
+            %method,
+            route = %edge.label(route)
+        );
+        let stage = span.in_scope(|| {
+            tracing::debug!("request received");
+            if let Some(refused) = header_limits(&edge, &req) {
+                return Stage::Answered(Some(refused));
+            }
+            match edge.limiter.as_ref() {
+                None => app.route(req),
+                Some(limiter) => match limiter.check(req.headers()) {
+                    Check::Passed => app.route(req),
+                    Check::Refused(wait) => Stage::Answered(Some(rate_limited(limiter, wait))),
+                    Check::Pending(check) => Stage::Limiting {
+                        check,
+                        then: Some((req, app.clone())),
+                    },
+                },
+            }
+        });
+        Self {
+            edge,
+            started,
+            id: Some(id),
+            method,
+            route,
+            span,
+            stage,
+            timer: None,
+        }
+    }
+
+    /// The router's answer, or the timeout's.
+    fn poll_routed(&mut self, cx: &mut Context<'_>) -> Poll<Response> {
+        let answered = match &mut self.stage {
+            Stage::Routing(routed) => Pin::new(routed).poll(cx),
+            Stage::Holding(routed) => routed.as_mut().poll(cx),
+            _ => unreachable!("only called while routing"),
+        };
+        if let Poll::Ready(answered) = answered {
+            return Poll::Ready(answered.unwrap_or_else(|never| match never {}));
+        }
+        let Some(limit) = self.edge.request_timeout else {
+            return Poll::Pending;
+        };
+        let started = self.started;
+        let timer = self.timer.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep_until(
+                tokio::time::Instant::from_std(started) + limit,
+            ))
+        });
+        timer.as_mut().poll(cx).map(|()| timed_out(limit))
+    }
+
+    /// Logs and counts the answer, and gives it the request id.
+    fn finish(&mut self, mut response: Response) -> Response {
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        let route = self.edge.label(self.route);
+        crm_api::metrics::request(route, &self.method, status, elapsed);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        self.span
+            .in_scope(|| tracing::info!(status, latency_ms, "request answered"));
+        if let Some(id) = self.id.take() {
+            response.headers_mut().insert(REQUEST_ID.clone(), id);
+        }
+        response
+    }
+}
+
+impl Future for Answering {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let response = loop {
+            match &mut this.stage {
+                Stage::Answered(answer) => {
+                    break answer.take().expect("an answer is polled once it is given");
+                }
+                Stage::Limiting { check, then } => {
+                    let refused = {
+                        let _entered = this.span.enter();
+                        std::task::ready!(check.as_mut().poll(cx))
+                    };
+                    let (req, app) = then.take().expect("the check is polled till it passes");
+                    this.stage = match (refused, app.edge.limiter.as_ref()) {
+                        (Some(wait), Some(limiter)) => {
+                            Stage::Answered(Some(rate_limited(limiter, wait)))
+                        }
+                        _ => this.span.in_scope(|| app.route(req)),
+                    };
+                }
+                Stage::Routing(_) | Stage::Holding(_) => {
+                    let response = if this.span.is_disabled() {
+                        std::task::ready!(this.poll_routed(cx))
+                    } else {
+                        let span = this.span.clone();
+                        let _entered = span.enter();
+                        std::task::ready!(this.poll_routed(cx))
+                    };
+                    // The router's future ends here: with it, a held read transaction.
+                    this.stage = Stage::Answered(None);
+                    break response;
+                }
+            }
+        };
+        Poll::Ready(Ok(this.finish(response)))
     }
 }
 
@@ -351,78 +540,6 @@ fn request_id(req: &Request) -> HeaderValue {
     }
 }
 
-/// Takes or makes the request id, logs the request when it is answered, and returns the
-/// id on the response. The limits run inside the request's span.
-async fn request_log<S>(edge: &Edge, inner: S, req: Request) -> Response
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    let started = Instant::now();
-    let id_header = request_id(&req);
-    let method = req.method().clone();
-    let route_str = edge.route_of(req.uri().path()).unwrap_or("<unmatched>");
-    // The id is only ever an acceptable one (plain ASCII), as `request_id` checked or made
-    // it; read as text only when the span is recorded.
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id_header.to_str().unwrap_or_default(),
-        %method,
-        route = %route_str
-    );
-    let mut response = if span.is_disabled() {
-        tracing::debug!("request received");
-        limited(edge, inner, req, started).await
-    } else {
-        span.in_scope(|| tracing::debug!("request received"));
-        limited(edge, inner, req, started)
-            .instrument(span.clone())
-            .await
-    };
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    crm_api::metrics::request(route_str, &method, status, elapsed);
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    span.in_scope(|| tracing::info!(status, latency_ms, "request answered"));
-    response.headers_mut().insert(REQUEST_ID.clone(), id_header);
-    response
-}
-
-/// Header limits, rate limit and timeout, in this order, then the route. The timeout
-/// counts from `started`, when the request's head had been read.
-async fn limited<S>(edge: &Edge, mut inner: S, req: Request, started: Instant) -> Response
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    if let Some(refused) = header_limits(edge, &req) {
-        return refused;
-    }
-    if let Some(refused) = rate_limit(edge, req.headers()).await {
-        return refused;
-    }
-    let answer = async move {
-        match inner.call(req).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
-    };
-    let Some(limit) = edge.request_timeout else {
-        return answer.await;
-    };
-    // The timer is set only once the answer has had to wait: one answered in its first
-    // poll (`/healthz`, most reads on SQLite) never touches the runtime's timers.
-    let deadline = tokio::time::Instant::from_std(started) + limit;
-    let mut answer = std::pin::pin!(answer);
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(response) = answer.as_mut().poll(cx) {
-            return Poll::Ready(response);
-        }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        timer.as_mut().poll(cx).map(|()| timed_out(limit))
-    })
-    .await
-}
-
 /// The size of a request head as it came over the wire: the request line and every header
 /// line with its separators.
 fn head_bytes(req: &Request) -> usize {
@@ -468,12 +585,8 @@ fn header_limits(edge: &Edge, req: &Request) -> Option<Response> {
     None
 }
 
-/// Spends one token of the presented key's bucket. Requests without a readable key are not
-/// counted: they are refused with 401 before they reach any data.
-async fn rate_limit(edge: &Edge, headers: &HeaderMap) -> Option<Response> {
-    let limiter = edge.limiter.as_ref()?;
-    let key = crm_api::extract::api_key(headers).ok()?;
-    let wait = limiter.check(&key.0).await.err()?;
+/// The answer to a key whose rate limit is spent, for `wait` more.
+fn rate_limited(limiter: &Limiter, wait: Duration) -> Response {
     rejection(Rejection::RateLimited);
     let secs = retry_after_secs(wait);
     let mut response = ApiError::new(
@@ -488,7 +601,7 @@ async fn rate_limit(edge: &Edge, headers: &HeaderMap) -> Option<Response> {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    Some(response)
+    response
 }
 
 /// The answer when the request (reading its body included) takes longer than allowed.

@@ -73,7 +73,15 @@ tokio::task_local! {
 
 /// Runs `request` with room for one held read transaction, ended when `request` ends.
 pub async fn holding<F: std::future::Future>(request: F) -> F::Output {
-    HELD.scope(RefCell::new(None), request).await
+    hold(request).await
+}
+
+/// [`holding`] as a future with a name.
+pub(crate) type Holding<F> = tokio::task::futures::TaskLocalFuture<RefCell<Option<Held>>, F>;
+
+/// Runs `request` with room for one held read transaction, ended when `request` ends.
+pub(crate) fn hold<F: std::future::Future>(request: F) -> Holding<F> {
+    HELD.scope(RefCell::new(None), request)
 }
 
 /// Ends the read transaction the current request holds, if any: a write is about to begin,
@@ -83,7 +91,7 @@ pub fn release_held() {
 }
 
 /// A connection in an open read transaction, kept for the next read of the same request.
-struct Held {
+pub(crate) struct Held {
     conn: Option<Connection>,
     idle: Idle,
 }

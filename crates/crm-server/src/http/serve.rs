@@ -284,7 +284,7 @@ impl Future for Answer {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let answered = std::task::ready!(this.future.as_mut().poll(cx));
+        let answered = std::task::ready!(Pin::new(&mut this.future).poll(cx));
         let response: AxumResponse = match answered {
             Ok(response) => response,
             Err(never) => match never {},
