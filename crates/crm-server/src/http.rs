@@ -210,8 +210,8 @@ impl Routes {
 
 /// The whole application as served: the routes behind the edge.
 ///
-/// The edge wraps the router once, not each of its routes, so a request pays for one boxed
-/// future and no clone of its route. Its route label (logs, metrics) comes from a table of
+/// The edge wraps the router once, not each of its routes, so a request pays for no clone
+/// of its route, and its answer ([`Answering`]) is one future, not boxed. Its route label (logs, metrics) comes from a table of
 /// the router's path templates ([`App::route_of`]), since axum names the matched route only
 /// inside the router.
 #[derive(Clone)]
