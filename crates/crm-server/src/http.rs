@@ -139,22 +139,21 @@ impl Limiter {
         let Ok(key) = crm_api::extract::api_key(headers) else {
             return Check::Passed;
         };
+        let per_minute = self.per_minute();
         match self {
             Limiter::Local(l) => match l.check(&key.0, Instant::now()) {
                 Ok(()) => Check::Passed,
-                Err(wait) => Check::Refused(wait),
+                Err(wait) => Check::Refused(rate_limited(per_minute, wait)),
             },
             Limiter::Shared(l) => {
                 let l = l.clone();
                 Check::Pending(Box::pin(async move {
-                    l.check(&key.0)
-                        .await
-                        .unwrap_or_else(|e| {
-                            // The request will meet the same database and answer for itself.
-                            tracing::warn!(error = %e, "the shared rate limit could not be read");
-                            Ok(())
-                        })
-                        .err()
+                    let counted = l.check(&key.0).await.unwrap_or_else(|e| {
+                        // The request will meet the same database and answer for itself.
+                        tracing::warn!(error = %e, "the shared rate limit could not be read");
+                        Ok(())
+                    });
+                    counted.err().map(|wait| rate_limited(per_minute, wait))
                 }))
             }
         }
@@ -164,10 +163,10 @@ impl Limiter {
 /// What the rate limit says of a request.
 enum Check {
     Passed,
-    /// Spent: the next token comes after this long.
-    Refused(Duration),
-    /// Counted in the database: the wait, if refused, once it answers.
-    Pending(Pin<Box<dyn Future<Output = Option<Duration>> + Send>>),
+    /// Spent: the answer (429).
+    Refused(Response),
+    /// Counted in the database: the answer, if refused, once it answers.
+    Pending(Pin<Box<dyn Future<Output = Option<Response>> + Send>>),
 }
 
 /// A router and the path template of each of its routes, gathered as the routes are added,
@@ -328,7 +327,7 @@ pub struct Answering {
 enum Stage {
     /// Waiting for the rate limit counted in the database, the request in hand.
     Limiting {
-        check: Pin<Box<dyn Future<Output = Option<Duration>> + Send>>,
+        check: Pin<Box<dyn Future<Output = Option<Response>> + Send>>,
         then: Option<(Request, App)>,
     },
     /// The router answers.
@@ -365,7 +364,7 @@ impl Answering {
                 None => app.route(req),
                 Some(limiter) => match limiter.check(req.headers()) {
                     Check::Passed => app.route(req),
-                    Check::Refused(wait) => Stage::Answered(Some(rate_limited(limiter, wait))),
+                    Check::Refused(answer) => Stage::Answered(Some(answer)),
                     Check::Pending(check) => Stage::Limiting {
                         check,
                         then: Some((req, app.clone())),
@@ -439,11 +438,9 @@ impl Future for Answering {
                         std::task::ready!(check.as_mut().poll(cx))
                     };
                     let (req, app) = then.take().expect("the check is polled till it passes");
-                    this.stage = match (refused, app.edge.limiter.as_ref()) {
-                        (Some(wait), Some(limiter)) => {
-                            Stage::Answered(Some(rate_limited(limiter, wait)))
-                        }
-                        _ => this.span.in_scope(|| app.route(req)),
+                    this.stage = match refused {
+                        Some(answer) => Stage::Answered(Some(answer)),
+                        None => this.span.in_scope(|| app.route(req)),
                     };
                 }
                 Stage::Routing(_) | Stage::Holding(_) => {
@@ -585,15 +582,14 @@ fn header_limits(edge: &Edge, req: &Request) -> Option<Response> {
     None
 }
 
-/// The answer to a key whose rate limit is spent, for `wait` more.
-fn rate_limited(limiter: &Limiter, wait: Duration) -> Response {
+/// The answer to a key whose rate limit of `per_minute` is spent, for `wait` more.
+fn rate_limited(per_minute: u32, wait: Duration) -> Response {
     rejection(Rejection::RateLimited);
     let secs = retry_after_secs(wait);
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         format!(
-            "rate limit of {} requests a minute for this API key exceeded; retry after {secs} s",
-            limiter.per_minute()
+            "rate limit of {per_minute} requests a minute for this API key exceeded; retry after {secs} s"
         ),
     )
     .with("retry_after", secs)
